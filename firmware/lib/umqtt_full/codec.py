@@ -6,7 +6,7 @@
 from .errors import (MQTTException, MALFORMED, PROTOCOL_ERROR, UNSUPPORTED_VERSION,
                      PACKET_TOO_LARGE)
 from .wire import (varint_size, put_varint, get_varint, get_u16, need, put_u16,
-                   put_bin, get_bin, to_bytes)
+                   put_bin, get_bin, to_bytes, MAX_VARINT)
 from .topic import check_utf8, check_topic, check_filter
 from . import props as _props
 
@@ -111,7 +111,10 @@ def _room(buf, n):
 
 
 def _begin(buf, first, rl):
-    # Check the whole packet fits, then write its fixed header.
+    # Check the whole packet fits, then write its fixed header. Over the
+    # largest remaining length it cannot fit any buffer: 0x95 as well.
+    if rl > MAX_VARINT:
+        raise MQTTException(PACKET_TOO_LARGE, "remaining length %d over 268435455" % rl)
     _room(buf, 1 + varint_size(rl) + rl)
     buf[0] = first
     return put_varint(buf, 1, rl)
@@ -302,12 +305,20 @@ def encode_unsuback(buf, pid, codes=(), version=V311, props=None):
 
 def _encode_reason(buf, ptype, reason, version, props):
     # DISCONNECT and AUTH: empty when the reason is 0 and there are no
-    # properties (3.14.2.1, 3.15.2.1), and always empty in 3.1.1.
+    # properties (3.14.2.1, 3.15.2.1), and always empty in 3.1.1. A reason
+    # without properties leaves out the property length (3.14.2.2.1), as the
+    # acks do and as mosquitto and paho send it.
     if version < V5 or (not reason and not props):
         _room(buf, 2)
         buf[0] = ptype << 4
         buf[1] = 0
         return 2
+    if not props:
+        _room(buf, 3)
+        buf[0] = ptype << 4
+        buf[1] = 1
+        buf[2] = reason
+        return 3
     off = _begin(buf, ptype << 4, 1 + _psize(props, version))
     buf[off] = reason
     return _put_props(buf, off + 1, props, version)

@@ -100,16 +100,9 @@ _BOOLS = (PAYLOAD_FORMAT, REQUEST_PROBLEM_INFO, REQUEST_RESPONSE_INFO, MAXIMUM_Q
 _NONZERO = (RECEIVE_MAXIMUM, MAXIMUM_PACKET_SIZE, TOPIC_ALIAS, SUBSCRIPTION_ID)
 
 
-def _items(props):
-    # (id, value) for each property to write; lists repeat an id
-    # (user properties, subscription identifiers).
-    for pid in props:
-        v = props[pid]
-        if isinstance(v, list) and pid in (USER_PROPERTY, SUBSCRIPTION_ID):
-            for x in v:
-                yield pid, x
-        else:
-            yield pid, v
+def _repeats(pid, v):
+    # Lists repeat an id (user properties, subscription identifiers).
+    return isinstance(v, list) and (pid == USER_PROPERTY or pid == SUBSCRIPTION_ID)
 
 
 def _value_size(t, v):
@@ -127,14 +120,21 @@ def _value_size(t, v):
 
 
 def size(props):
-    # Bytes of the property list, without its length prefix.
+    # Bytes of the property list, without its length prefix. Plain loops, no
+    # generator: sizing and writing int/bytes properties allocates nothing,
+    # so a v5 PUBLISH with properties stays off the heap.
     n = 0
     if props:
-        for pid, v in _items(props):
+        for pid in props:
             spec = SPEC.get(pid)
             if spec is None:
                 raise MQTTException(MALFORMED, "unknown property 0x%02x" % pid)
-            n += 1 + _value_size(spec[0], v)
+            v = props[pid]
+            if _repeats(pid, v):
+                for x in v:
+                    n += 1 + _value_size(spec[0], x)
+            else:
+                n += 1 + _value_size(spec[0], v)
     return n
 
 
@@ -146,25 +146,33 @@ def put(buf, off, props, n):
 
 def put_body(buf, off, props):
     # The properties alone, for a caller that writes the length itself.
-    for pid, v in _items(props):
-        t = SPEC[pid][0]
-        buf[off] = pid
-        off += 1
-        if t == _BYTE:
-            buf[off] = v
-            off += 1
-        elif t == _U16:
-            off = put_u16(buf, off, v)
-        elif t == _U32:
-            off = put_u32(buf, off, v)
-        elif t == _VARINT:
-            off = put_varint(buf, off, v)
-        elif t == _PAIR:
-            off = put_bin(buf, off, to_bytes(v[0]))
-            off = put_bin(buf, off, to_bytes(v[1]))
+    for pid in props:
+        v = props[pid]
+        if _repeats(pid, v):
+            for x in v:
+                off = _put_one(buf, off, pid, x)
         else:
-            off = put_bin(buf, off, to_bytes(v))
+            off = _put_one(buf, off, pid, v)
     return off
+
+
+def _put_one(buf, off, pid, v):
+    t = SPEC[pid][0]
+    buf[off] = pid
+    off += 1
+    if t == _BYTE:
+        buf[off] = v
+        return off + 1
+    if t == _U16:
+        return put_u16(buf, off, v)
+    if t == _U32:
+        return put_u32(buf, off, v)
+    if t == _VARINT:
+        return put_varint(buf, off, v)
+    if t == _PAIR:
+        off = put_bin(buf, off, to_bytes(v[0]))
+        return put_bin(buf, off, to_bytes(v[1]))
+    return put_bin(buf, off, to_bytes(v))
 
 
 def _check_allowed(pid, where):

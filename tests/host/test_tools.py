@@ -1,0 +1,87 @@
+"""tools/build_mpy.py, deploy.py and flash.py, against a virtual board and
+dry runs: no hardware needed."""
+
+import subprocess
+import sys
+
+import pytest
+
+import build_mpy
+from support.harness import REPO
+from vboard import VirtualBoard
+
+PY = sys.executable
+
+
+def tool(*args, check=True):
+    res = subprocess.run([PY] + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    if check:
+        assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+@pytest.mark.parametrize("board, march", [("esp32", "xtensawin"), ("rp2040", "armv6m")])
+def test_build_mpy_layout(tmp_path, board, march):
+    out = tmp_path / board
+    res = tool(REPO / "tools" / "build_mpy.py", board, "--out", out)
+    assert "-march=" + march in res.stdout and "total:" in res.stdout
+    assert (out / "boot.py").read_text() == (REPO / "firmware" / "boot.py").read_text()
+    assert (out / "main.py").exists() and (out / "settings.json").exists()
+    sources = sorted((REPO / "firmware" / "lib" / "umqtt_full").rglob("*.py"))
+    for src in sources:
+        rel = src.relative_to(REPO / "firmware" / "lib").with_suffix(".mpy")
+        mpy = out / "lib" / rel
+        assert mpy.exists() and mpy.read_bytes()[:1] == b"M", mpy  # .mpy magic
+        assert str(rel) in res.stdout
+    assert not list(out.rglob("*.py"))[2:]  # only boot.py and main.py stay source
+
+
+def test_build_mpy_without_modules(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(build_mpy, "PACKAGE", tmp_path / "empty")
+    out = build_mpy.build("esp32", tmp_path / "out")
+    assert "nothing to compile" in capsys.readouterr().out
+    assert (out / "main.py").exists() and not (out / "lib").exists()
+
+
+def test_flash_dry_run_prints_exact_commands():
+    res = tool(REPO / "tools" / "flash.py", "esp32", "--port", "/dev/ttyUSB9",
+               "--firmware", "fw.bin", "--dry-run")
+    lines = [l for l in res.stdout.splitlines() if l.startswith("$ ")]
+    assert lines[0].endswith("esptool --chip esp32 --port /dev/ttyUSB9 --baud 460800 erase-flash")
+    assert lines[1].endswith("--baud 460800 write-flash -z 0x1000 fw.bin")
+    res = tool(REPO / "tools" / "flash.py", "rp2040", "--firmware", "fw.uf2", "--mount", "/mnt/x",
+               "--dry-run")
+    assert "$ cp fw.uf2 /mnt/x/ && sync" in res.stdout
+
+
+def test_flash_errors_are_clear(tmp_path):
+    res = tool(REPO / "tools" / "flash.py", "esp32", "--port", "/dev/nope", "--firmware",
+               tmp_path / "missing.bin", check=False)
+    assert res.returncode == 1 and "not found" in res.stderr
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(b"\0")
+    res = tool(REPO / "tools" / "flash.py", "esp32", "--port", "/dev/nope", "--firmware", fw,
+               check=False)
+    assert res.returncode == 1 and "serial port /dev/nope not found" in res.stderr
+
+
+def test_deploy_copies_only_what_changed(tmp_path):
+    with VirtualBoard() as vb:
+        deploy = REPO / "tools" / "deploy.py"
+        first = tool(deploy, "unix", vb.device)
+        assert "0 unchanged" in first.stdout
+        assert (vb.fs_root / "lib" / "umqtt_full" / "__init__.mpy").exists()
+        assert (vb.fs_root / "settings.json").exists() and (vb.fs_root / "boot.py").exists()
+
+        again = tool(deploy, "unix", vb.device)
+        assert " 0 copied" in again.stdout, again.stdout
+
+        # Edited on the board, and a leftover module that would shadow ours.
+        (vb.fs_root / "main.py").write_text("# changed by hand\n")
+        (vb.fs_root / "lib" / "umqtt_full" / "stale.py").write_text("X = 1\n")
+        third = tool(deploy, "unix", vb.device, "--reset", "none")
+        assert "copied  main.py" in third.stdout and "removed lib/umqtt_full/stale.py" in third.stdout
+        assert (vb.fs_root / "main.py").read_text() == (REPO / "firmware" / "main.py").read_text()
+        assert not (vb.fs_root / "lib" / "umqtt_full" / "stale.py").exists()
+        manifests = list((REPO / "build" / "unix").glob(".deployed-*.json"))
+        assert manifests
