@@ -1,0 +1,76 @@
+"""The tiny broker as a user runs it on a board: the .mpy build copied to
+/lib, a script sent with `mpremote run` that listens and polls, and MQTT
+clients on the host (paho, both protocol versions) talking through it."""
+
+import threading
+import textwrap
+
+import pytest
+
+from support.harness import free_port, wait_port
+from test_device_client import deploy_mpy
+
+
+@pytest.fixture
+def deployed(board, mpremote, tmp_path):
+    if not board.is_virtual:
+        # The test's clients reach the board's broker on 127.0.0.1.
+        pytest.skip("needs the virtual board (broker on the host's loopback)")
+    files = deploy_mpy(board, mpremote, tmp_path / "build")
+    yield files
+    mpremote("fs", "rm", "-r", ":lib/umqtt_full", check=False)
+
+
+SERVE_S = 6
+
+
+def test_broker_on_board_routes_between_host_clients(board, mpremote, deployed, paho_client,
+                                                     tmp_path):
+    assert "broker.mpy" in deployed
+    port = free_port()
+    script = tmp_path / "broker_serve.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from umqtt_full import Broker
+        b = Broker({"max_clients": 4, "log_level": "none"})
+        b.listen("127.0.0.1", %d)
+        print("LISTENING")
+        end = time.ticks_add(time.ticks_ms(), %d)
+        while time.ticks_diff(end, time.ticks_ms()) > 0:
+            b.poll(20)
+        b.close()
+        print("STOPPED")
+        """ % (port, SERVE_S * 1000)))
+    result = {}
+
+    def run():
+        try:
+            result["out"] = mpremote("run", script, timeout=SERVE_S + 20).stdout
+        except AssertionError as e:
+            result["err"] = str(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        wait_port("127.0.0.1", port, timeout=10)
+        sub = paho_client("127.0.0.1", port, protocol=5, client_id="host-sub")
+        sub.subscribe("board/+/t", qos=1)
+        pub = paho_client("127.0.0.1", port, protocol=4, client_id="host-pub")
+        pub.publish("board/kitchen/t", b"21.5", qos=1, timeout=5)
+        pub.publish("board/hall/t", b"19.0", qos=0, timeout=5)
+        pub.publish("other/topic", b"not for you", qos=1, timeout=5)
+        # Retained on the board's broker, delivered to a later subscriber.
+        pub.publish("board/status", b"up", qos=1, retain=True, timeout=5)
+        msgs = sub.wait_for(2, timeout=5)
+        late = paho_client("127.0.0.1", port, protocol=4, client_id="host-late")
+        late.subscribe("board/status", qos=1)
+        retained = late.wait_for(1, timeout=5)
+    finally:
+        t.join(SERVE_S + 25)
+    assert "err" not in result, result.get("err")
+    out = result["out"]
+    assert "LISTENING" in out and "STOPPED" in out, out
+    assert "Traceback" not in out, out
+    got = sorted((m.topic, m.payload, m.qos) for m in msgs)
+    assert got == [("board/hall/t", b"19.0", 0), ("board/kitchen/t", b"21.5", 1)]
+    assert [(m.topic, m.payload, m.retain) for m in retained] == [("board/status", b"up", True)]
