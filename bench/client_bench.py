@@ -84,7 +84,9 @@ gc.enable()
 sync(c)
 result("alloc", (b - a) / nalloc)
 
-# Receive rate: the host floods RX_TOPIC once we print READY; count nrx.
+# Receive rate: once we print READY the host floods RX_TOPIC while we do not
+# read, so the messages wait in mosquitto and the socket; "GO" on stdin once the
+# flood is out, then we time reading nrx (the client's speed, not the flood's).
 got = [0, 0]
 
 
@@ -102,6 +104,8 @@ try:
     sys.stdout.flush()
 except AttributeError:
     pass
+if sys.stdin.readline().strip() != "GO":
+    raise SystemExit("no GO")
 while got[0] < nrx:
     c.wait_msg()
 dt = ticks_diff(ticks_us(), got[1])
