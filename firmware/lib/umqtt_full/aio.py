@@ -14,7 +14,6 @@ from asyncio import core as _core
 from .client import MQTTClient as _Client
 from .errors import MQTTException
 from .codec import encode_subscribe, encode_unsubscribe
-from .codec import NO_LOCAL, RETAIN_AS_PUBLISHED, RETAIN_HANDLING_SHIFT
 
 try:
     from time import ticks_ms, ticks_diff
@@ -146,13 +145,8 @@ class MQTTClient(_Client):
 
     async def subscribe(self, topic, qos=0, no_local=False, retain_as_published=False,
                         retain_handling=0, props=None):
-        if isinstance(topic, str):
-            topic = topic.encode()
-        o = qos
-        if self.version >= 5:
-            o |= (NO_LOCAL if no_local else 0) | (RETAIN_AS_PUBLISHED if retain_as_published else 0)
-            o |= retain_handling << RETAIN_HANDLING_SHIFT
-        self._remember(topic, o, props)
+        topic, o = self._prepare_sub(topic, qos, no_local, retain_as_published,
+                                     retain_handling, props)
         c = await self._ack(encode_subscribe, [(topic, o)], props)
         if c[0] >= 0x80:
             raise MQTTException(c[0])

@@ -143,13 +143,8 @@ class MQTTClient(Core):
     def subscribe(self, topic, qos=0, no_local=False, retain_as_published=False,
                   retain_handling=0, props=None):
         # Returns the granted QoS; a refusal raises MQTTException(code).
-        if isinstance(topic, str):
-            topic = topic.encode()
-        o = qos
-        if self.version >= 5:
-            o |= (NO_LOCAL if no_local else 0) | (RETAIN_AS_PUBLISHED if retain_as_published else 0)
-            o |= retain_handling << RETAIN_HANDLING_SHIFT
-        self._remember(topic, o, props)
+        topic, o = self._prepare_sub(topic, qos, no_local, retain_as_published,
+                                     retain_handling, props)
         if self.sock is None and self.robust:
             return qos  # restored on reconnect
         return self._robustly(self._subscribe, topic, o, props)
@@ -487,6 +482,18 @@ class MQTTClient(Core):
                 if not self.robust:
                     raise
                 self._down(e)
+
+    def _prepare_sub(self, topic, qos, no_local, retain_as_published, retain_handling, props):
+        # Topic as bytes and the options byte (v5 bits only for v5), recorded
+        # so a reconnect into a fresh session can restore the subscription.
+        if isinstance(topic, str):
+            topic = topic.encode()
+        o = qos
+        if self.version >= 5:
+            o |= (NO_LOCAL if no_local else 0) | (RETAIN_AS_PUBLISHED if retain_as_published else 0)
+            o |= retain_handling << RETAIN_HANDLING_SHIFT
+        self._remember(topic, o, props)
+        return topic, o
 
     def _remember(self, topic, o, props):
         for i in range(len(self._subs)):
