@@ -44,6 +44,9 @@ class Broker(Proto, Life, Router, Out):
         cfg = CFG.load(config)
         self.cfg = cfg
         self.log = CFG.Log(cfg["log_level"])
+        if cfg["persist_file"]:
+            # Compiled before the tables take the heap (loaded after them).
+            from .broker_persist import Persist
         gc.collect()
         free0 = gc.mem_free()
         nc = cfg["max_clients"]
@@ -96,6 +99,12 @@ class Broker(Proto, Life, Router, Out):
         self.wills = []
         self.slow_ms = cfg["slow_timeout"] * 1000
         self.filling = False
+        # Persistence (broker_persist.py), imported only when configured.
+        self.dirty = 0
+        self.wt = False
+        self.store = None
+        if cfg["persist_file"]:
+            self.store = Persist(self)
 
     # ---- sockets -------------------------------------------------------------
 
@@ -142,6 +151,8 @@ class Broker(Proto, Life, Router, Out):
             self.p.unregister(self.ls)
             self.ls.close()
             self.ls = None
+        if self.store:
+            self.store.save()
 
     def poll(self, timeout_ms=0):
         # One pass of the loop: handle ready sockets, then timers. Returns the

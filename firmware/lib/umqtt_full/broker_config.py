@@ -30,6 +30,8 @@ DEFAULTS = {
     "users": {},             # {name: password}
     "acl": None,             # list of rules, see docs/broker.md
     "acl_file": None,        # mosquitto acl_file syntax
+    "persist_file": None,    # file for retained messages and persistent sessions (None: RAM only)
+    "persist_interval": 5,   # s from a change to the file write (0: before each QoS 1/2 ack)
 }
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "none": 9}

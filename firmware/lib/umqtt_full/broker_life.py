@@ -172,6 +172,8 @@ class Life:
                 self.nret -= 1
         if self.wills:
             self._run_wills()
+        if self.store:
+            self.store.tick()
         si = self.cfg["sys_interval"]
         if si and self.secs >= self.sys_next:
             self.sys_next = self.secs + si

@@ -110,6 +110,46 @@ class MQTTClient(Core):
             topic = topic.encode()
         if isinstance(msg, str):
             msg = msg.encode()
+        pv = self._q0
+        if not qos and pv >= 0 and props is None:
+            # QoS 0 fast path (no alias, no properties): the packet is built
+            # in place here, one call fewer per layer than _enc_pub + _send.
+            s = self._t.sock
+            tx = self._tx
+            tn = len(topic)
+            rl = 2 + tn + pv + len(msg)
+            o = 2 if rl < 128 else 3 if rl < 16384 else 0
+            if s is not None and tn and o and o + rl <= len(tx):
+                tx[0] = 0x31 if retain else 0x30
+                if o == 2:
+                    tx[1] = rl
+                else:
+                    tx[1] = rl & 0x7F | 0x80
+                    tx[2] = rl >> 7
+                tx[o] = tn >> 8
+                tx[o + 1] = tn & 0xFF
+                o += 2
+                tx[o:o + tn] = topic
+                o += tn
+                if pv:
+                    tx[o] = 0  # v5: no properties
+                    o += 1
+                n = o + len(msg)
+                tx[o:n] = msg
+                try:
+                    k = s.write(tx, n)
+                except OSError:
+                    k = 0  # finish() retries a timeout and raises a dead link
+                try:
+                    if k != n:
+                        self._t.finish(tx, k, n)
+                except OSError as e:
+                    if not self.robust:
+                        raise
+                    self._down(e)
+                    return self._queue(topic, msg, retain, qos, props, wait)
+                self._last_tx = ticks_ms()
+                return None
         if qos > self._max_qos:
             raise MQTTException(QOS_UNSUPPORTED, "server maximum QoS %d" % self._max_qos)
         if retain and not self._retain_ok:
@@ -362,6 +402,10 @@ class MQTTClient(Core):
         self._max_qos = cp.get(P.MAXIMUM_QOS, 2)
         self._retain_ok = cp.get(P.RETAIN_AVAILABLE, 1) == 1
         self._aout_max = min(cp.get(P.TOPIC_ALIAS_MAXIMUM, 0), self._aout_n, 255)
+        # publish()'s QoS 0 fast path: only when no alias or size limit applies.
+        mp = self._srv_maxpkt
+        self._q0 = -1 if self._aout_max or not self._retain_ok or (mp and mp < len(self._tx)) \
+            else (1 if v >= 5 else 0)
         for i in range(self._aout_n):
             self._aout_tl[i] = 0
         for i in range(self._ain_n):

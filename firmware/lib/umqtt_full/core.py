@@ -113,6 +113,7 @@ class Core:
         self._aout = bytearray(topic_alias_out * alias_topic_max)
         self._aout_tl = bytearray(topic_alias_out)  # topic lengths (0 = free)
         self._aout_max = 0  # min(server Topic Alias Maximum, table)
+        self._q0 = -1  # QoS 0 fast path: -1 off, else property bytes (0 v3.1.1, 1 v5)
         # Incoming topic aliases (v5, opt-in): alias -> topic the server set.
         self._ain_n = topic_alias_in
         self._ain = bytearray(topic_alias_in * alias_topic_max)

@@ -88,15 +88,20 @@ class Transport:
         return got
 
     def write(self, buf, n):
-        # One write for the whole packet; a partial write (timeout, full send
-        # buffer) continues from where it stopped, still without allocating.
-        s = self.sock
+        # One write for the whole packet.
         try:
-            done = s.write(buf, n)
+            done = self.sock.write(buf, n)
         except OSError as e:
             if not _is_timeout(e):
                 raise
             done = 0
+        if done != n:
+            self.finish(buf, done, n)
+
+    def finish(self, buf, done, n):
+        # A partial write (timeout, full send buffer) continues from where it
+        # stopped, still without allocating; a dead link raises OSError.
+        s = self.sock
         tries = 0
         while done is None or done < n:
             if done is None:
