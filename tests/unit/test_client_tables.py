@@ -50,7 +50,12 @@ class SessionTest(unittest.TestCase):
         self.assertFalse(s.rx_del(10))
         self.assertTrue(s.rx_add(12))
         self.assertTrue(s.rx_add(13))
-        self.assertFalse(s.rx_add(14))  # full: caller refuses (0x93)
+        # Room for twice the advertised Receive Maximum (3), then full: the
+        # caller refuses (0x93).
+        self.assertEqual(s.rx_max, 3)
+        for pid in (14, 15, 16):
+            self.assertTrue(s.rx_add(pid))
+        self.assertFalse(s.rx_add(17))
         s.clear_rx()
         self.assertFalse(s.rx_has(11))
 

@@ -168,6 +168,7 @@ class MQTTClient(_Client):
         pid = self._s.new_pid()
         self._s.reserved = pid
         self._wait_pid = pid
+        self._wait_t = 9 if enc is encode_subscribe else 11  # SUBACK / UNSUBACK
         self._codes = None
         try:
             self._send(enc(self._tx, pid, topics, self.version, props))

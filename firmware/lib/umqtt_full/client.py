@@ -201,6 +201,9 @@ class MQTTClient(Core):
         # Wait for one packet from the server and process it (umqtt semantics).
         # Keepalive runs while waiting. timeout (s): give up and return None.
         # Returns the packet type handled (None on timeout).
+        t = self._q0rx()
+        if t:
+            return t
         dl = None if timeout is None else ticks_ms() + int(timeout * 1000)
         while True:
             if self.sock is None:
@@ -368,7 +371,7 @@ class MQTTClient(Core):
             props = dict(self.connect_props) if self.connect_props else {}
             if self.session_expiry:
                 props[P.SESSION_EXPIRY] = self.session_expiry
-            props[P.RECEIVE_MAXIMUM] = len(self._s.rx)
+            props[P.RECEIVE_MAXIMUM] = self._s.rx_max
             props[P.MAXIMUM_PACKET_SIZE] = len(self._rx)
             if self._ain_n:
                 props[P.TOPIC_ALIAS_MAXIMUM] = self._ain_n
@@ -451,13 +454,15 @@ class MQTTClient(Core):
         if r is not None:
             pkt = self._pkt
             while r.count:
-                n = r.get(self._rx)
+                # tx as scratch: rx may hold packets that came after CONNACK.
+                tx = self._tx
+                n = r.get(tx)
                 if not n:
                     continue
-                decode(pkt, self._rx, 0, n, self.version)
-                tp = bytes(self._rxm[pkt.topic_off:pkt.topic_off + pkt.topic_len])
-                msg = bytes(self._rxm[pkt.payload_off:pkt.payload_off + pkt.payload_len])
-                pp = publish_props(pkt, self._rx) if self.version >= 5 else None
+                decode(pkt, tx, 0, n, self.version)
+                tp = bytes(self._txm[pkt.topic_off:pkt.topic_off + pkt.topic_len])
+                msg = bytes(self._txm[pkt.payload_off:pkt.payload_off + pkt.payload_len])
+                pp = publish_props(pkt, tx) if self.version >= 5 else None
                 qos = pkt.qos
                 ret = pkt.retain
                 if qos:
@@ -551,6 +556,7 @@ class MQTTClient(Core):
         pid = s.new_pid()
         s.reserved = pid
         self._send(encode_subscribe(self._tx, pid, [(topic, o)], self.version, props))
+        self._wait_t = 9  # SUBACK
         c = self._wait_ack(pid)
         g = c[0]
         if g >= 0x80:
@@ -562,6 +568,7 @@ class MQTTClient(Core):
         pid = s.new_pid()
         s.reserved = pid
         self._send(encode_unsubscribe(self._tx, pid, [topic], self.version, props))
+        self._wait_t = 11  # UNSUBACK
         c = self._wait_ack(pid)
         if c and c[0] >= 0x80:
             raise MQTTException(c[0])

@@ -566,6 +566,10 @@ def _decode_unsubscribe(pkt, buf, p, end, version):
     pkt.topics = topics
 
 
+# 5.0 Subscribe Reason Codes past 0x80 (3.9.3): anything else is malformed.
+_SUBACK5 = b"\x83\x87\x8f\x91\x97\x9e\xa1\xa2"
+
+
 def _decode_codes(pkt, buf, p, end, t, version):
     pkt.pid = get_u16(buf, p, end)
     p += 2
@@ -577,9 +581,9 @@ def _decode_codes(pkt, buf, p, end, t, version):
     pkt.codes = bytes(buf[p:end])
     if t == SUBACK and not pkt.codes:
         raise MQTTException(PROTOCOL_ERROR, "SUBACK without return codes")
-    if t == SUBACK and version < V5:
+    if t == SUBACK:
         for c in pkt.codes:
-            if c > 2 and c != 0x80:
+            if c > 2 and c != 0x80 and (version < V5 or c not in _SUBACK5):
                 raise MQTTException(MALFORMED, "SUBACK return code 0x%02x" % c)  # [MQTT-3.9.3-2]
 
 

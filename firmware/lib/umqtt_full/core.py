@@ -5,6 +5,7 @@ import time
 from .errors import (MQTTException, MALFORMED, PROTOCOL_ERROR, PACKET_TOO_LARGE,
                      RECEIVE_MAX_EXCEEDED, TOPIC_ALIAS_INVALID, PID_NOT_FOUND,
                      CONTINUE_AUTH, UNSPECIFIED)
+from .topic import _scan
 from .codec import (Packet, decode, encode_publish, encode_ack, encode_ping,
                     encode_disconnect, encode_auth, publish_props)
 from . import props as P
@@ -29,6 +30,8 @@ _DISCONNECT = const(14)
 _AUTH = const(15)
 _ETIMEDOUT = const(110)
 _ENOTCONN = const(107)
+
+_G = const(64)  # receive read granularity: rx_size // _G views are kept
 
 ticks_ms = time.ticks_ms
 ticks_diff = time.ticks_diff
@@ -72,7 +75,13 @@ class Core:
         # The two buffers: every packet in or out goes through these.
         self._rx = bytearray(rx_size)
         self._rxm = memoryview(self._rx)
-        self._rxv = [self._rxm[i:] for i in range(6)]  # body views after a 1..5 byte header
+        # Reads land at multiples of _G, whose views are made here once (a
+        # memoryview slice per read would allocate). rx[_rh:_rt] is read and
+        # not yet parsed: one read brings in as many packets as are waiting.
+        self._rxg = [self._rxm[i:] for i in range(0, rx_size, _G)]
+        self._rh = 0
+        self._rt = 0
+        self._rd_t = 0  # ticks of the last read that brought bytes
         self._tx = bytearray(tx_size)
         self._txm = memoryview(self._tx)
         self._pkt = Packet()
@@ -98,6 +107,7 @@ class Core:
         self._attempt = 0
         self._next_try = 0
         self._wait_pid = 0  # SUBSCRIBE/UNSUBSCRIBE awaiting its ack
+        self._wait_t = 0  # the ack type it needs (SUBACK 9, UNSUBACK 11)
         self._codes = None
         self._done_pid = 0
         self._done_rc = 0
@@ -136,6 +146,7 @@ class Core:
     def _close(self):
         self._t.close()
         self.sock = None
+        self._rh = self._rt = 0  # what the old link had buffered is void
 
     def _online(self):
         if self.sock is None:
@@ -215,80 +226,153 @@ class Core:
         return t
 
     def _recv(self, tmo):
-        # Read one whole packet into the receive buffer and decode it; returns
-        # its type, or 0 when nothing arrived within tmo ms (0 = don't wait).
-        tr = self._t
-        if not tr.wait(tmo):
-            return 0
+        # Decode the next whole packet in the receive buffer, reading when
+        # none is there; returns its type, or 0 when no whole packet arrived
+        # within tmo ms (0 = don't wait). A packet still arriving stays
+        # buffered for the next call; keepalive notices a link that stalls.
         rx = self._rx
-        v = self._rxv
-        got = tr.read(v[0], 2)
-        if not got:
-            return 0
-        if got < 2:
-            self._read_all(v[1], 1, 1)
-        # Remaining length: a variable byte integer of up to four bytes.
-        i = 1
-        rl = 0
-        shift = 0
         while True:
-            b = rx[i]
-            rl |= (b & 0x7F) << shift
-            i += 1
-            if not b & 0x80:
-                break
-            if i > 4:
-                raise self._fail(MALFORMED, "remaining length over 4 bytes")
-            shift += 7
-            self._read_all(v[i], 1, i)
-        if i > 2 and rx[i - 1] == 0:
-            raise self._fail(MALFORMED, "non-minimal remaining length")
-        size = i + rl
-        if size > len(rx):
-            return self._oversize(i, rl)
-        if rl:
-            self._read_all(v[i], rl, i)
+            h = self._rh
+            t = self._rt
+            need = 0
+            if t - h >= 2:
+                # Remaining length: a variable byte integer of up to four bytes.
+                i = h + 1
+                rl = 0
+                shift = 0
+                while i < t:
+                    b = rx[i]
+                    rl |= (b & 0x7F) << shift
+                    i += 1
+                    if not b & 0x80:
+                        break
+                    if i - h > 4:
+                        raise self._fail(MALFORMED, "remaining length over 4 bytes")
+                    shift += 7
+                else:
+                    i = 0  # header not complete yet
+                if i:
+                    if i - h > 2 and rx[i - 1] == 0:
+                        raise self._fail(MALFORMED, "non-minimal remaining length")
+                    need = i - h + rl
+                    if need > len(rx):
+                        return self._oversize(i - h, rl)
+                    if h + need <= t:
+                        self._rh = h + need
+                        self._last_rx = ticks_ms()
+                        self._ping_out = False
+                        try:
+                            return decode(self._pkt, rx, h, h + need, self.version)
+                        except MQTTException as e:
+                            raise self._fail(e.args[0], e.args[1] if len(e.args) > 1 else "")
+            if not self._t.wait(tmo) or not self._fill(need):
+                if self._rt > self._rh and \
+                        ticks_diff(ticks_ms(), self._rd_t) > int(self.timeout * 1000):
+                    # Part of a packet, then silence: the link is dead.
+                    self._close()
+                    raise OSError(_ETIMEDOUT)
+                return 0
+
+    def _q0rx(self):
+        # The commonest packet, fused: a whole QoS 0 PUBLISH without
+        # properties already in rx, for a cb(topic, msg) callback. The same
+        # checks as decode(); anything else goes the general way.
+        h = self._rh
+        rx = self._rx
+        e = self._rt
+        if e - h < 5 or rx[h] & 0xFE != 0x30 or self._cb_mode or self._rr_corr is not None:
+            return 0
+        e = h + 2 + rx[h + 1]
+        if rx[h + 1] > 127 or e > self._rt:
+            return 0
+        tn = rx[h + 2] << 8 | rx[h + 3]
+        p = h + 4 + tn
+        if self.version >= 5:
+            if p >= e or rx[p]:
+                return 0
+            p += 1
+        if not tn or p > e or _scan(rx, h + 4, tn):
+            return 0
+        cb = self.cb
+        if cb is None:
+            return 0
+        self._rh = e
         self._last_rx = ticks_ms()
         self._ping_out = False
-        try:
-            return decode(self._pkt, rx, 0, size, self.version)
-        except MQTTException as e:
-            raise self._fail(e.args[0], e.args[1] if len(e.args) > 1 else "")
+        m = self._rxm
+        cb(bytes(m[h + 4:h + 4 + tn]), bytes(m[p:e]))
+        return 3
+
+    def _fill(self, need):
+        # One read of whatever is waiting into the free end of rx; need is the
+        # size of the packet at _rh when its header is in (else 0). Returns
+        # the bytes read.
+        rx = self._rx
+        n = len(rx)
+        h = self._rh
+        t = self._rt
+        if h == t:
+            h = t = 0
+        elif t % _G or t == n or h + need > n:
+            # Move the partial packet so it ends on a read offset with room
+            # after it (a packet within _G of the buffer size goes to 0).
+            p = t - h
+            r = (p + _G - 1) // _G * _G
+            d = r - p
+            if d + need > n or r >= n:
+                d = 0
+            move(rx, d, h, p)
+            h = d
+            t = d + p
+        if t % _G:
+            v = self._rxm[t:]  # only for a packet within _G of the buffer size
+        else:
+            v = self._rxg[t // _G]
+        k = self._t.read(v, n - t)
+        self._rh = h
+        self._rt = t + k
+        if k:
+            self._rd_t = ticks_ms()
+        return k
 
     def _read_all(self, view, n, off):
-        # Exactly n bytes into view: the body of a packet keeps arriving or the
-        # link is dead. A short read continues through a slice (allocates; rare).
+        # Exactly n bytes into view (rx from off): the body of an oversized
+        # packet keeps arriving or the link is dead. A short read continues
+        # through a slice (allocates; rare).
         tr = self._t
-        got = tr.read(view, n)
-        if got == n:
-            return
+        got = 0
         dl = ticks_ms() + int(self.timeout * 1000)
         while got < n:
-            k = tr.read(self._rxm[off + got:], n - got)
-            if k:
-                got += k
-            elif ticks_diff(dl, ticks_ms()) <= 0:
+            if tr.wait(50):
+                k = tr.read(view if not got else self._rxm[off + got:], n - got)
+                if k:
+                    got += k
+                    continue
+            if ticks_diff(dl, ticks_ms()) <= 0:
                 raise OSError(_ETIMEDOUT)
 
     def _oversize(self, hl, rl):
         # Larger than the receive buffer: drain it through the buffer.
         rx = self._rx
-        first = rx[0]
         if self.version >= 5:
             raise self._fail(PACKET_TOO_LARGE, "incoming packet over Maximum Packet Size")
-        cap = len(rx) - hl
-        self._read_all(self._rxv[hl], cap, hl)
+        p = self._rt - self._rh
+        move(rx, 0, self._rh, p)  # all of it is this packet: it is larger than rx
+        self._rh = self._rt = 0
+        first = rx[0]
+        cap = len(rx)
+        self._read_all(self._rxm[p:], cap - p, p)
         pid = 0
         qos = (first >> 1) & 3
         if first >> 4 == _PUBLISH and qos:
             tn = rx[hl] << 8 | rx[hl + 1]
-            p = hl + 2 + tn
-            if p + 2 <= len(rx):
-                pid = rx[p] << 8 | rx[p + 1]
-        left = rl - cap
+            q = hl + 2 + tn
+            if q + 2 <= cap:
+                pid = rx[q] << 8 | rx[q + 1]
+        left = hl + rl - cap
         while left:
-            k = left if left < len(rx) else len(rx)
-            self._read_all(self._rxv[0], k, 0)
+            k = left if left < cap else cap
+            self._read_all(self._rxg[0], k, 0)
             left -= k
         self._last_rx = ticks_ms()
         self._ping_out = False
@@ -337,6 +421,8 @@ class Core:
             self._send(encode_ack(self._tx, _PUBCOMP, pid, rc, self.version))
         elif t == _SUBACK or t == _UNSUBACK:
             if pkt.pid == self._wait_pid:
+                if t != self._wait_t:  # an UNSUBACK for our SUBSCRIBE or the reverse
+                    raise self._fail(PROTOCOL_ERROR, "ack type %d for packet id %d" % (t, pkt.pid))
                 self._codes = pkt.codes
                 self._wait_pid = 0
         elif t == _PINGRESP:
@@ -458,6 +544,28 @@ class Core:
             self._send(encode_ping(self._tx))
             self._ping_out = True
             self._ping_t = now
+
+
+try:
+    import micropython
+
+    @micropython.viper
+    def move(buf: ptr8, dst: int, src: int, n: int):
+        # memmove inside one buffer, either direction, without allocating.
+        if dst < src:
+            i = 0
+            while i < n:
+                buf[dst + i] = buf[src + i]
+                i += 1
+        elif dst > src:
+            i = n - 1
+            while i >= 0:
+                buf[dst + i] = buf[src + i]
+                i -= 1
+except (ImportError, AttributeError, SyntaxError, NameError):
+    def move(buf, dst, src, n):
+        if dst != src:
+            buf[dst:dst + n] = bytes(buf[src:src + n])
 
 
 def array_h(n):

@@ -14,6 +14,28 @@ _PLUS = const(0x2B)
 _HASH = const(0x23)
 _DOLLAR = const(0x24)
 
+try:
+    import micropython
+
+    @micropython.viper
+    def _scan(buf: ptr8, off: int, n: int) -> int:
+        # One pass over a topic: 1 on a wildcard or NUL, else 2 when any byte
+        # is not ASCII (the full UTF-8 check must run), else 0.
+        i = off
+        end = off + n
+        r = 0
+        while i < end:
+            c = buf[i]
+            if c == 0x2B or c == 0x23 or c == 0:
+                return 1
+            if c > 0x7F:
+                r = 2
+            i += 1
+        return r
+except (ImportError, AttributeError, SyntaxError, NameError):
+    def _scan(buf, off, n):
+        return 2
+
 
 def check_utf8(buf, off, n):
     # Well-formed UTF-8, no U+0000, no surrogates, no overlongs.
@@ -57,6 +79,8 @@ def check_topic(buf, off, n):
     # [MQTT-3.3.2-2] no wildcards in a topic name.
     if n == 0:
         raise MQTTException(TOPIC_INVALID, "empty topic")
+    if not _scan(buf, off, n):
+        return  # plain ASCII without wildcards: the usual topic, checked at C speed
     i = off
     end = off + n
     while i < end:

@@ -1,9 +1,10 @@
-# Socket and TLS for the client: open with a timeout, read exactly n bytes into
-# preallocated views, write a whole packet with one write call. Reads return 0
-# when nothing arrived before the socket timeout (the caller decides whether
-# that is idle time or a dead link); EOF and socket errors raise OSError.
+# Socket and TLS for the client: open with a timeout, then non-blocking. Waits
+# happen in poll; a read takes whatever has arrived (several packets at once)
+# into a preallocated view; a packet goes out with one write call. Reads return
+# 0 when nothing is there; EOF and socket errors raise OSError.
 import socket
 import select
+import time
 
 try:
     from micropython import const
@@ -14,6 +15,8 @@ except ImportError:
 _EAGAIN = const(11)
 _ETIMEDOUT = const(110)
 _ECONNRESET = const(104)
+_POLLIN = const(1)
+_POLLOUT = const(4)
 # lwIP and some ports report timeouts with other numbers.
 _TIMEOUTS = (_EAGAIN, _ETIMEDOUT, 116, 35, 60)
 
@@ -25,11 +28,15 @@ def _is_timeout(e):
 class Transport:
     def __init__(self):
         self.sock = None  # what packets go through (TLS-wrapped when TLS)
-        self.raw = None  # the TCP socket, for timeouts
-        self.tmo = None  # current socket timeout, to skip redundant setsockopt
+        self.raw = None  # the TCP socket
+        self.tmo = None  # s a write may go without progress
         self.poller = None
 
     def open(self, server, port, ssl, ssl_params, timeout):
+        path = None
+        if server[:5] == "ws://" or server[:6] == "wss://":
+            from .ws import parse  # MQTT over WebSocket (ws.py)
+            ssl, server, port, path = parse(server, ssl)
         ai = socket.getaddrinfo(server, port, 0, socket.SOCK_STREAM)[0]
         raw = socket.socket(ai[0], socket.SOCK_STREAM, ai[2])
         try:
@@ -47,34 +54,36 @@ class Transport:
                 else:
                     # An SSLContext (or anything with wrap_socket), as in recent umqtt.simple.
                     s = ssl.wrap_socket(raw, server_hostname=server, **ssl_params)
+            if path is not None:
+                from .ws import WSClient
+                s = WSClient(s, server, port, path)
         except Exception:
             raw.close()
             raise
         self.raw = raw
         self.sock = s
         self.tmo = timeout
-        # Waiting happens in poll (which also sees bytes the TLS layer already
-        # decrypted); the socket timeout only bounds a packet's remaining bytes.
+        # Non-blocking from here: a blocking readinto(buf, n) waits for all n
+        # bytes (or the timeout, losing what came), and inside TLS a timed-out
+        # read poisons the connection. Waiting happens in poll, which also
+        # sees bytes the TLS layer already decrypted.
+        try:
+            s.setblocking(False)
+        except (AttributeError, OSError):
+            raw.setblocking(False)
         self.poller = select.poll()
-        self.poller.register(s, select.POLLIN)
+        self.poller.register(s, _POLLIN)
         return s
 
     def wait(self, ms):
         # True when a read would not block (data, EOF or error) within ms
-        # milliseconds; no allocation. Reads only start once this says so: a
-        # read that times out inside MicroPython's TLS poisons the connection.
+        # milliseconds; no allocation.
         for _ in self.poller.ipoll(ms):
             return True
         return False
 
-    def settimeout(self, t):
-        if t is not self.tmo:
-            self.raw.settimeout(t)
-            self.tmo = t
-
     def read(self, view, n):
-        # Up to n bytes into view (usually all n); 0 when the socket timed out
-        # (or, non-blocking, had nothing) before the first byte.
+        # Up to n bytes into view, as many as have arrived; 0 when none have.
         try:
             got = self.sock.readinto(view, n)
         except OSError as e:
@@ -99,24 +108,33 @@ class Transport:
             self.finish(buf, done, n)
 
     def finish(self, buf, done, n):
-        # A partial write (timeout, full send buffer) continues from where it
-        # stopped, still without allocating; a dead link raises OSError.
+        # A partial write (full send buffer) continues from where it stopped
+        # once poll says there is room, still without allocating; no progress
+        # for the timeout means a dead link.
         s = self.sock
-        tries = 0
-        while done is None or done < n:
-            if done is None:
-                done = 0
-            tries += 1
-            if tries > 20:
-                raise OSError(_ETIMEDOUT)
-            try:
-                k = s.write(buf, done, n - done)
-            except OSError as e:
-                if not _is_timeout(e):
-                    raise
-                k = 0
-            if k:
-                done += k
+        p = self.poller
+        dl = time.ticks_add(time.ticks_ms(), int(self.tmo * 1000))
+        p.modify(s, _POLLOUT)
+        try:
+            while done is None or done < n:
+                if done is None:
+                    done = 0
+                for _ in p.ipoll(100):
+                    break
+                try:
+                    k = s.write(buf, done, n - done)
+                except OSError as e:
+                    if not _is_timeout(e):
+                        raise
+                    k = 0
+                if k:
+                    done += k
+                    dl = time.ticks_add(time.ticks_ms(), int(self.tmo * 1000))
+                elif time.ticks_diff(dl, time.ticks_ms()) <= 0:
+                    raise OSError(_ETIMEDOUT)
+        finally:
+            if self.poller is p:
+                p.modify(s, _POLLIN)
 
     def close(self):
         s = self.sock
