@@ -4,7 +4,7 @@ import os
 import subprocess
 import time
 
-from test_broker_helpers import MPY, LIB, free_port, Paho
+from test_broker_helpers import HEAP, MPY, LIB, free_port, Paho
 
 SCRIPT = r"""
 import asyncio
@@ -32,7 +32,7 @@ def test_broker_task_beside_a_sensor_task(tmp_path):
     path = tmp_path / "aio.py"
     path.write_text(SCRIPT % {"port": port})
     log = open(tmp_path / "aio.log", "wb")
-    p = subprocess.Popen([MPY, "-X", "heapsize=128K", str(path)], stdout=log, stderr=subprocess.STDOUT,
+    p = subprocess.Popen([MPY, "-X", "heapsize=" + HEAP, str(path)], stdout=log, stderr=subprocess.STDOUT,
                          env=dict(os.environ, MICROPYPATH=".frozen:" + LIB), start_new_session=True)
     try:
         end = time.time() + 10

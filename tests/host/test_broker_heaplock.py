@@ -6,7 +6,7 @@
 import os
 import subprocess
 
-from test_broker_helpers import MPY, LIB, free_port
+from test_broker_helpers import HEAP, MPY, LIB, free_port
 
 SCRIPT = r"""
 import socket, micropython, gc
@@ -89,7 +89,7 @@ def test_qos0_routing_allocates_nothing(tmp_path):
     path = tmp_path / "heaplock.py"
     path.write_text(SCRIPT % {"port": port})
     env = dict(os.environ, MICROPYPATH=LIB)
-    res = subprocess.run([MPY, "-X", "heapsize=128K", str(path)], capture_output=True, text=True,
+    res = subprocess.run([MPY, "-X", "heapsize=" + HEAP, str(path)], capture_output=True, text=True,
                          timeout=60, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = dict(l.split(" ", 1) for l in res.stdout.strip().split("\n"))

@@ -7,7 +7,7 @@ import threading
 import time
 
 from test_broker_helpers import (broker_factory, Raw, Paho, connect, subscribe, publish,  # noqa: F401
-                                 publish_fields, varint)
+                                 publish_fields, varint, ack)
 
 
 def _alive_roundtrip(port, tag):
@@ -318,6 +318,45 @@ def test_auth_and_acl(broker_factory, tmp_path):
     assert "denied" in b.log()
     assert struct.pack(">H", 1) == b"\x00\x01"
     subprocess.run(["true"])
+
+
+def test_acl_read_checked_per_message(broker_factory, tmp_path):
+    # A deny under a granted filter holds for each message, live, queued for
+    # an offline session and retained (mosquitto checks read per message too).
+    acl = tmp_path / "acl"
+    acl.write_text("user carol\ntopic readwrite home/#\ntopic deny home/secret/#\n"
+                   "user dave\ntopic readwrite home/#\n")
+    b = broker_factory(users={"carol": "c", "dave": "d"}, allow_anonymous=False, acl_file=str(acl))
+    d = Raw(b.port)
+    d.connect("dave", 4, user="dave", password="d")
+    d.send(publish("home/secret/pin", b"1234", retain=True))
+    d.send(publish("home/light", b"on", retain=True))
+    c = Raw(b.port)
+    c.connect("carol", 4, clean=False, user="carol", password="c")
+    c.send(subscribe(1, [("home/#", 1)]))
+    assert c.read() == (0x90, b"\x00\x01\x01")
+    first, body = c.read()                       # retained: the light only
+    assert publish_fields(body, first >> 1 & 3)[0] == b"home/light"
+    assert c.nothing(0.3)
+    d.send(publish("home/secret/pin", b"5678"))
+    d.send(publish("home/door", b"open"))
+    first, body = c.read()
+    assert publish_fields(body, 0)[0:4:3] == (b"home/door", b"open")
+    assert c.nothing(0.3)
+    c.close()                                    # offline: QoS 1 messages queue
+    time.sleep(0.2)
+    d.send(publish("home/secret/pin", b"9999", qos=1, pid=2))
+    assert d.read() == (0x40, b"\x00\x02")
+    d.send(publish("home/window", b"shut", qos=1, pid=3))
+    assert d.read() == (0x40, b"\x00\x03")
+    c = Raw(b.port)
+    c.send(connect("carol", 4, clean=False, user="carol", password="c"))
+    assert c.read() == (0x20, b"\x01\x00")     # session present
+    first, body = c.read()
+    f = publish_fields(body, 1)
+    assert (f[0], f[3]) == (b"home/window", b"shut")
+    c.send(ack(4, f[1]))
+    assert c.nothing(0.3)
 
 
 def test_bad_connect_answered_in_its_version(broker_factory):

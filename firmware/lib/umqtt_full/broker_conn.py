@@ -65,6 +65,7 @@ class Session:
         self.persist = False
         self.expiry = 0          # s after disconnect; 0xFFFFFFFF never
         self.expire_at = -1      # broker second at which an offline session ends
+        self.acl = None          # the owner's ACL rules (None: no ACL), kept while offline
         self.will = None
         self.will_props = None
         self.will_at = -1

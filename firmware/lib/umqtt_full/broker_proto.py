@@ -261,7 +261,7 @@ class Proto:
         if mk and v == 5 and (ka == 0 or ka > mk):
             server_ka = ka = mk
         c.ka = ka * 1500  # ms: 1.5 times the keepalive
-        c.acl = CFG.acl_for(cfg["acl_rules"], cn.user, cid)
+        c.acl = s.acl = CFG.acl_for(cfg["acl_rules"], cn.user, cid)
         ap = None
         if v == 5:
             ap = {P.RECEIVE_MAXIMUM: s.nf, P.MAXIMUM_PACKET_SIZE: len(c.rx),
@@ -312,6 +312,7 @@ class Proto:
         s.q_head = 0
         s.r_n = 0
         s.cid = None
+        s.acl = None
         s.conn = None
         s.will = None
         s.will_at = -1
@@ -384,6 +385,8 @@ class Proto:
                 continue
             if match(fb, fo, fl, pool.bufs[i], 0, pool.tn[i]):
                 if pool.exp[i] >= 0 and pool.exp[i] <= self.secs:
+                    continue
+                if s.acl is not None and not self._allowed(s.acl, CFG.READ, pool.bufs[i], 0, pool.tn[i]):
                     continue
                 mq = pool.qos[i]
                 self._enqueue(s, i, q if q < mq else mq, 1, sid, False)

@@ -16,6 +16,7 @@ _NONE = const(0xFF)
 _NSID = const(4)     # subscription ids kept per session per message
 _NO_LOCAL = const(0x04)
 _RAP = const(0x08)
+_READ = const(1)     # broker_config.READ
 
 
 class Router:
@@ -158,6 +159,8 @@ class Router:
     # ---- routing ------------------------------------------------------------------
 
     def _route(self):
+        if self.bridge is not None:
+            self.bridge.out(self)  # broker_bridge: a copy for each matching "out" rule
         subs = self.subs
         owner = subs.owner
         hq = self.h_qos
@@ -168,10 +171,14 @@ class Router:
         to = self.m_to
         tn = self.m_tn
         frm = self.m_from
+        sess = self.sess
         for i in range(subs.top):
             o = owner[i]
             if o < 0 or not subs.match(i, tb, to, tn):
                 continue
+            acl = sess[o].acl
+            if acl is not None and not self._allowed(acl, _READ, tb, to, tn):
+                continue  # read rights per message: a deny under a granted filter holds
             opts = subs.opts[i]
             if subs.foff[i]:
                 self.mark[i] = 1
