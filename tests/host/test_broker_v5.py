@@ -294,3 +294,26 @@ def test_retained_message_expiry(broker_factory):
     assert (first, t, pay) == (0x31, b"rexp/b", b"long")
     assert 55 <= prop_dict(pr)[0x02] <= 59
     assert s.nothing(0.4)
+
+
+def test_response_information_on_request(broker_factory, tmp_path):
+    # Request Response Information (0x19) = 1 gets the configured basis for
+    # response topics in CONNACK (0x1A); without the request, nothing.
+    b = broker_factory(response_info="reply/%c/")
+    r = Raw(b.port)
+    pr = connack_props(r.connect("asker", 5, cprops=b"\x19\x01"))
+    assert pr[0x1A] == b"reply/asker/"
+    r.close()
+    r = Raw(b.port)
+    assert 0x1A not in connack_props(r.connect("quiet", 5))
+    r.close()
+    # Our client receives it as .response_info and can answer on it.
+    from support.harness import run_mpy
+    out = run_mpy("""
+from umqtt_full import MQTTClient
+c = MQTTClient("me", "127.0.0.1", %d, version=5, connect_props={0x19: 1})
+c.connect()
+print("RI", c.response_info)
+c.disconnect()
+""" % b.port, heap="128K")
+    assert "RI reply/me/" in out.stdout

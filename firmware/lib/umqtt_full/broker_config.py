@@ -26,10 +26,14 @@ DEFAULTS = {
     "pending": 2,            # extra slots used only to answer connections past max_clients
     "sys_interval": 0,       # s between $SYS/broker/... publishes (0: off)
     "log_level": "info",     # debug, info, warn, error, none
+    "response_info": "",     # v5 Response Information on request, %c = client id (e.g. "reply/%c/")
     "allow_anonymous": True,
     "users": {},             # {name: password}
     "acl": None,             # list of rules, see docs/broker.md
     "acl_file": None,        # mosquitto acl_file syntax
+    "bridge": None,          # upstream broker link(s), see docs/bridge.md
+    "ws_port": 0,            # MQTT over WebSocket + the dashboard over HTTP on this port (0: off)
+    "http_root": None,       # dashboard files (ws_port only); None: www/ beside lib/
     "persist_file": None,    # file for retained messages and persistent sessions (None: RAM only)
     "persist_interval": 5,   # s from a change to the file write (0: before each QoS 1/2 ack)
 }
@@ -145,21 +149,32 @@ def acl_for(rules, user, client_id):
 
 
 def parse_args(argv):
-    # --host H --port P [--config FILE]
-    host, port, cfg = "0.0.0.0", 1883, None
+    # --host H --port P [--config FILE] [--ws-port P]
+    host, port, cfg, ws = "0.0.0.0", 1883, None, None
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("--host", "--port", "--config") and i + 1 < len(argv):
+        if a in ("--host", "--port", "--config", "--ws-port") and i + 1 < len(argv):
             v = argv[i + 1]
             if a == "--host":
                 host = v
             elif a == "--port":
                 port = int(v)
+            elif a == "--ws-port":
+                ws = int(v)
             else:
                 cfg = v
             i += 2
         else:
-            sys.stderr.write("usage: micropython -m umqtt_full.broker --host H --port P [--config FILE]\n")
+            sys.stderr.write("usage: micropython -m umqtt_full.broker --host H --port P [--config FILE]"
+                             " [--ws-port P]\n")
             raise SystemExit(2)
+    if ws is not None:
+        # The file's settings with --ws-port over them.
+        if isinstance(cfg, str):
+            import json
+            with open(cfg) as f:
+                cfg = json.load(f)
+        cfg = dict(cfg or {})
+        cfg["ws_port"] = ws
     return host, port, cfg

@@ -275,6 +275,10 @@ class Proto:
                 ap[P.SERVER_KEEPALIVE] = server_ka
             if exp != pr.get(P.SESSION_EXPIRY, 0):
                 ap[P.SESSION_EXPIRY] = exp
+            ri = cfg["response_info"]
+            if ri and pr.get(P.REQUEST_RESPONSE_INFO):
+                # The basis of response topics for this client (3.2.2.3.15).
+                ap[P.RESPONSE_INFO] = ri.replace("%c", cid)
         c.txt = codec.encode_connack(c.tx, present, 0, v, ap)
         self.log.info("%s %s connected v%s clean=%d keepalive=%d%s" % (
             cid, c.addr, "5" if v == 5 else "3.1.1", cn.clean, ka, " (session resumed)" if present else ""))
