@@ -20,12 +20,13 @@ DRY_RUN ?=
 MOUNT   ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup mosquitto run test bench mpy deploy flash device-test clean distclean
+.PHONY: help setup mosquitto js run test soak bench mpy deploy flash device-test clean distclean
 
 help:
-	@echo "make setup                      venv + pinned tools + mosquitto (idempotent)"
+	@echo "make setup                      venv + pinned tools + mosquitto + node/chromium (idempotent)"
 	@echo "make run [PORT= HOST= CONFIG=]  broker on the MicroPython Unix port"
 	@echo "make test [PYTEST_ARGS=]        unit + host + device (virtual board) tests"
+	@echo "make soak [SOAK_MESSAGES=]      broker soak: 1,000,000 messages, clients coming and going, 128 KB heap"
 	@echo "make bench                      bench/run.py"
 	@echo "make mpy BOARD=esp32|rp2040     cross-compile to build/BOARD/lib"
 	@echo "make deploy BOARD= DEVICE=      copy changed files to a board, soft reset"
@@ -33,7 +34,7 @@ help:
 	@echo "make device-test [DEVICE=]      tests/device on a real board (virtual if unset)"
 	@echo "make clean | distclean"
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto js
 
 # Re-run pip only when the pins change; a present venv (even one made by
 # hand) is reused.
@@ -59,6 +60,26 @@ mosquitto:
 	apt_install || { $$SUDO apt-get update -q && apt_install; } || { \
 	  echo "setup: could not apt-get install mosquitto; install it by hand (Debian: mosquitto mosquitto-clients)" >&2; exit 1; }
 
+# tests/js (MQTT.js, playwright-core; pinned by package-lock.json) and what it
+# drives: node, npm and Debian's chromium for tests/host/test_ws.py. Missing
+# and not installable only warns: those tests then skip and say why.
+js:
+	@SUDO=; if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi; \
+	need=; command -v node >/dev/null 2>&1 || need="nodejs"; command -v npm >/dev/null 2>&1 || need="$$need npm"; \
+	[ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	if [ -n "$$need" ]; then \
+	  apt_install() { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need; }; \
+	  echo "setup: installing$$need (apt-get)"; \
+	  command -v apt-get >/dev/null 2>&1 && { apt_install || { $$SUDO apt-get update -q && apt_install; }; } || \
+	    echo "setup: WARNING could not install$$need (Debian: nodejs npm chromium); test_ws.py will skip" >&2; \
+	fi; \
+	if command -v npm >/dev/null 2>&1 && { [ ! -f tests/js/node_modules/.package-lock.json ] || \
+	    [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; }; then \
+	  echo "setup: npm ci in tests/js"; \
+	  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error) || \
+	    echo "setup: WARNING npm ci in tests/js failed; test_ws.py will try again or skip" >&2; \
+	fi
+
 # .frozen is where the Unix port keeps asyncio; MICROPYPATH replaces the
 # default sys.path, so it must be listed.
 run: setup
@@ -68,6 +89,11 @@ run: setup
 # pytest's own exit status is the target's: no tests collected (5) fails too.
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Long broker soak (tests/soak/soak.py); a short one runs in `make test`.
+SOAK_MESSAGES ?= 1000000
+soak: setup
+	$(BIN)/python tests/soak/soak.py --messages $(SOAK_MESSAGES)
 
 bench: setup
 	@if [ ! -f bench/run.py ]; then echo "bench: bench/run.py does not exist yet" >&2; exit 1; fi

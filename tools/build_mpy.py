@@ -89,6 +89,15 @@ def build(board, out=None, quiet=False):
             _compile(src, dst, src.name, march)
         rows.append((dst.relative_to(out), src.stat().st_size, dst.stat().st_size))
 
+    # The dashboard page the broker serves on ws_port (docs/websocket.md):
+    # copied as is to /www, where broker_ws looks by default.
+    for src in sorted((FIRMWARE / "www").glob("*")) if (FIRMWARE / "www").is_dir() else ():
+        if src.is_file():
+            dst = out / "www" / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            rows.append((dst.relative_to(out), src.stat().st_size, dst.stat().st_size))
+
     settings = dict(cfg.get("settings", {}))
     (out / "settings.json").write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
     secrets = REPO / "boards" / "secrets.py"

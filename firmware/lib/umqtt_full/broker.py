@@ -40,13 +40,16 @@ _NEVER = 0xFFFFFFFF  # session expiry "never"
 
 
 class Broker(Proto, Life, Router, Out):
+    wls = None  # the WebSocket/HTTP listener, set only with ws_port (broker_ws)
+
     def __init__(self, config=None):
         cfg = CFG.load(config)
         self.cfg = cfg
         self.log = CFG.Log(cfg["log_level"])
+        if cfg["bridge"]:
+            from . import broker_bridge  # the client compiles before the tables take the heap
         if cfg["persist_file"]:
-            # Compiled before the tables take the heap (loaded after them).
-            from .broker_persist import Persist
+            from .broker_persist import Persist  # compiled before the tables; loads after them
         gc.collect()
         free0 = gc.mem_free()
         nc = cfg["max_clients"]
@@ -99,12 +102,10 @@ class Broker(Proto, Life, Router, Out):
         self.wills = []
         self.slow_ms = cfg["slow_timeout"] * 1000
         self.filling = False
-        # Persistence (broker_persist.py), imported only when configured.
-        self.dirty = 0
-        self.wt = False
-        self.store = None
-        if cfg["persist_file"]:
-            self.store = Persist(self)
+        self.bridge = None  # broker_bridge.Bridges when configured
+        self.store = Persist(self) if cfg["persist_file"] else None  # broker_persist
+        if cfg["bridge"]:
+            self.bridge = broker_bridge.Bridges(self, cfg["bridge"])
 
     # ---- sockets -------------------------------------------------------------
 
@@ -118,6 +119,11 @@ class Broker(Proto, Life, Router, Out):
         self.ls = s
         self.p.register(s, _PIN)
         self.log.info("listening on %s:%d (tables %d bytes)" % (host, port, self.tables_bytes))
+        if self.cfg["ws_port"]:
+            gc.collect()
+            from . import broker_ws  # only when configured: the heap is tight
+            self.ws = broker_ws
+            broker_ws.listen(self, host)
 
     def serve_forever(self):
         while True:
@@ -151,6 +157,10 @@ class Broker(Proto, Life, Router, Out):
             self.p.unregister(self.ls)
             self.ls.close()
             self.ls = None
+        if self.bridge is not None:
+            self.bridge.close()
+        if self.wls:
+            self.ws.close(self)
         if self.store:
             self.store.save()
 
@@ -163,6 +173,9 @@ class Broker(Proto, Life, Router, Out):
             n += 1
             if o is self.ls:
                 acc = True
+                continue
+            if o is self.wls:
+                self.ws.accept(self)
                 continue
             c = self._conn_of(o)
             if c is None:
@@ -181,6 +194,8 @@ class Broker(Proto, Life, Router, Out):
         self._reap()
         if self.wills:
             self._run_wills()
+        if self.bridge is not None:
+            self.bridge.step()  # upstream links: before the flush below sends what they routed
         for c in self.conns:
             if c.state == ONLINE:
                 if c.txt > c.txh:
