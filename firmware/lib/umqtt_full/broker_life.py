@@ -54,9 +54,11 @@ class Life:
         if reason is not None and c.version == 5 and c.state == ONLINE:
             c.txh = c.txt = 0  # the DISCONNECT goes first; the rest is lost anyway
             c.txt = codec.encode_disconnect(c.tx, reason, 5)
-            self._flush(c)
+            self._send_now(c)
         elif c.txt > c.txh:
-            self._flush(c)
+            # One write, no refill and no drop: _flush would call _drop again
+            # on a write error (endless recursion on a dead socket).
+            self._send_now(c)
         si = c.sess
         c.state = ZOMBIE
         if si >= 0:
