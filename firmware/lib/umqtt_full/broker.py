@@ -109,15 +109,19 @@ class Broker(Proto, Life, Router, Out):
 
     # ---- sockets -------------------------------------------------------------
 
-    def listen(self, host="0.0.0.0", port=1883):
+    def _listener(self, host, port):
+        # A non-blocking listening socket in the poller (TCP, and broker_ws's).
         ai = socket.getaddrinfo(host, port)[0]
         s = socket.socket(ai[0], socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(ai[-1])
         s.listen(8)
         s.setblocking(False)
-        self.ls = s
         self.p.register(s, _PIN)
+        return s
+
+    def listen(self, host="0.0.0.0", port=1883):
+        self.ls = self._listener(host, port)
         self.log.info("listening on %s:%d (tables %d bytes)" % (host, port, self.tables_bytes))
         if self.cfg["ws_port"]:
             gc.collect()
@@ -224,16 +228,8 @@ class Broker(Proto, Life, Router, Out):
         except OSError:
             return
         s.setblocking(False)
-        for c in self.conns:
-            if c.state == FREE:
-                c.sock = s
-                c.state = PENDING
-                c.addr = _addr(addr)
-                c.last = time.ticks_ms()
-                c.mask = _PIN
-                self.p.register(s, _PIN)
-                self.log.debug("accepted %s" % c.addr)
-                return
+        if self._take(s, addr):
+            return
         # Full: answer with a CONNACK once the CONNECT shows the version.
         for c in self.refusers:
             if c.state == FREE:
@@ -247,6 +243,23 @@ class Broker(Proto, Life, Router, Out):
                 return
         self.log.warn("connection from %s past max_clients and pending slots: closed" % _addr(addr))
         s.close()
+
+    def _take(self, s, addr, wrap=None):
+        # A free connection slot for accepted socket s, read and written
+        # through s itself or through wrap(c, s) (broker_ws's framing); None
+        # when max_clients are online.
+        for c in self.conns:
+            if c.state == FREE:
+                sock = wrap(c, s) if wrap else s
+                c.sock = sock
+                c.state = PENDING
+                c.addr = _addr(addr)
+                c.last = time.ticks_ms()
+                c.mask = _PIN
+                self.p.register(sock, _PIN)
+                self.log.debug("accepted %s" % c.addr)
+                return c
+        return None
 
 
 def _addr(a):

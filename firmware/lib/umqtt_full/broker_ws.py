@@ -496,15 +496,14 @@ def listen(b, host):
     STAGE = bytearray(b.size + 4)
     WSS = [WS(c, b.size) for c in b.conns]
     port = cfg["ws_port"]
-    ai = socket.getaddrinfo(host, port)[0]
-    s = socket.socket(ai[0], socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(ai[-1])
-    s.listen(8)
-    s.setblocking(False)
-    b.wls = s
-    b.p.register(s, _PIN)
+    b.wls = b._listener(host, port)
     b.log.info("websocket and http on %s:%d (root %s)" % (host, port, ROOT))
+
+
+def _wrap(c, s):
+    w = WSS[c.i]
+    w.reset(s)
+    return w
 
 
 def accept(b):
@@ -514,19 +513,8 @@ def accept(b):
         return
     s.setblocking(False)
     from .broker import _addr
-    for c in b.conns:
-        if c.state == FREE:
-            w = WSS[c.i]
-            w.reset(s)
-            c.sock = w
-            c.state = PENDING
-            c.addr = _addr(addr)
-            c.last = time.ticks_ms()
-            c.mask = _PIN
-            b.p.register(w, _PIN)
-            if b.log.level <= 0:
-                b.log.debug("accepted %s (websocket port)" % c.addr)
-            return
+    if b._take(s, addr, _wrap):
+        return
     # Full: a plain HTTP answer, before any upgrade.
     b.log.warn("connection from %s past max_clients %d: 503" % (_addr(addr), len(b.conns)))
     try:
