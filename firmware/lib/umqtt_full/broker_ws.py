@@ -17,11 +17,9 @@
 # CONNECT), so long browser headers need no extra room.
 import io
 import select
-import socket
 import time
 from micropython import const
 from .broker_store import copy
-from .broker_conn import FREE, PENDING
 
 _HS = const(0)    # reading the HTTP request
 _OPEN = const(1)  # WebSocket open: MQTT bytes flow
