@@ -1,11 +1,16 @@
 """Board fixtures: a real board when DEVICE is set (e.g. DEVICE=/dev/ttyUSB0),
-else a virtual board (tools/vboard.py: the Unix port behind a pty)."""
+else a virtual board (tools/vboard.py: the Unix port behind a pty).
+
+Network tests on a real board (on Wi-Fi via boot.py and secrets.py) need two
+addresses: HOST_IP, this machine's address as the board sees it (the host's
+mosquitto then listens on all interfaces), and BOARD_IP, the board's (for the
+host's clients of the broker on the board). A virtual board uses 127.0.0.1."""
 
 import os
 
 import pytest
 
-from support.harness import run_mpremote
+from support.harness import Mosquitto, run_mpremote
 
 
 class Board:
@@ -53,7 +58,9 @@ def fresh_board():
         pytest.skip("needs a virtual board")
     from vboard import VirtualBoard
 
-    with VirtualBoard() as vb:
+    # mip installs .py source, compiled on the board: on this 64-bit port the
+    # whole broker's source needs the word-adjusted heap (a 32-bit board's 128 KB).
+    with VirtualBoard(heap="128wK") as vb:
         yield Board(vb.device, vb)
 
 
@@ -61,3 +68,34 @@ def fresh_board():
 def mpremote(board):
     """mpremote(*args, timeout=60, check=True, resume=True) on the session board."""
     return board.mpremote
+
+
+def _addr(board, var, what):
+    if board.is_virtual:
+        return "127.0.0.1"
+    ip = os.environ.get(var)
+    if not ip:
+        pytest.skip("real board: set %s=<%s> for the network tests" % (var, what))
+    return ip
+
+
+@pytest.fixture
+def host_ip(board):
+    """Where the board reaches this machine."""
+    return _addr(board, "HOST_IP", "this machine's LAN address")
+
+
+@pytest.fixture
+def board_ip(board):
+    """Where this machine reaches the board's broker."""
+    return _addr(board, "BOARD_IP", "the board's LAN address")
+
+
+@pytest.fixture
+def board_mosquitto(board, host_ip, tmp_path):
+    """A private mosquitto the board can reach: loopback for a virtual board,
+    every interface for a real one."""
+    m = Mosquitto(tmp_path / "mosq", host="127.0.0.1" if board.is_virtual else "0.0.0.0")
+    m.start()
+    yield m
+    m.kill()

@@ -13,9 +13,6 @@ from test_device_client import deploy_mpy
 
 @pytest.fixture
 def deployed(board, mpremote, tmp_path):
-    if not board.is_virtual:
-        # The test's clients reach the board's broker on 127.0.0.1.
-        pytest.skip("needs the virtual board (broker on the host's loopback)")
     files = deploy_mpy(board, mpremote, tmp_path / "build")
     yield files
     mpremote("fs", "rm", "-r", ":lib/umqtt_full", check=False)
@@ -25,7 +22,7 @@ SERVE_S = 6
 
 
 def test_broker_on_board_routes_between_host_clients(board, mpremote, deployed, paho_client,
-                                                     tmp_path):
+                                                     board_ip, tmp_path):
     assert "broker.mpy" in deployed
     port = free_port()
     script = tmp_path / "broker_serve.py"
@@ -33,14 +30,14 @@ def test_broker_on_board_routes_between_host_clients(board, mpremote, deployed, 
         import time
         from umqtt_full import Broker
         b = Broker({"max_clients": 4, "log_level": "none"})
-        b.listen("127.0.0.1", %d)
+        b.listen(%r, %d)
         print("LISTENING")
         end = time.ticks_add(time.ticks_ms(), %d)
         while time.ticks_diff(end, time.ticks_ms()) > 0:
             b.poll(20)
         b.close()
         print("STOPPED")
-        """ % (port, SERVE_S * 1000)))
+        """ % ("127.0.0.1" if board.is_virtual else "0.0.0.0", port, SERVE_S * 1000)))
     result = {}
 
     def run():
@@ -52,17 +49,17 @@ def test_broker_on_board_routes_between_host_clients(board, mpremote, deployed, 
     t = threading.Thread(target=run, daemon=True)
     t.start()
     try:
-        wait_port("127.0.0.1", port, timeout=10)
-        sub = paho_client("127.0.0.1", port, protocol=5, client_id="host-sub")
+        wait_port(board_ip, port, timeout=10)
+        sub = paho_client(board_ip, port, protocol=5, client_id="host-sub")
         sub.subscribe("board/+/t", qos=1)
-        pub = paho_client("127.0.0.1", port, protocol=4, client_id="host-pub")
+        pub = paho_client(board_ip, port, protocol=4, client_id="host-pub")
         pub.publish("board/kitchen/t", b"21.5", qos=1, timeout=5)
         pub.publish("board/hall/t", b"19.0", qos=0, timeout=5)
         pub.publish("other/topic", b"not for you", qos=1, timeout=5)
         # Retained on the board's broker, delivered to a later subscriber.
         pub.publish("board/status", b"up", qos=1, retain=True, timeout=5)
         msgs = sub.wait_for(2, timeout=5)
-        late = paho_client("127.0.0.1", port, protocol=4, client_id="host-late")
+        late = paho_client(board_ip, port, protocol=4, client_id="host-late")
         late.subscribe("board/status", qos=1)
         retained = late.wait_for(1, timeout=5)
     finally:

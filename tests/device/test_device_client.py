@@ -26,9 +26,6 @@ def deploy_mpy(board, mpremote, out):
 
 @pytest.fixture
 def deployed(board, mpremote, tmp_path):
-    if not board.is_virtual:
-        # The host's mosquitto listens on loopback only; a real board cannot reach it.
-        pytest.skip("needs the virtual board (host broker on 127.0.0.1)")
     files = deploy_mpy(board, mpremote, tmp_path / "build")
     yield files
     mpremote("fs", "rm", "-r", ":lib/umqtt_full", check=False)
@@ -43,9 +40,10 @@ def test_mpy_build_is_what_the_board_imports(board, mpremote, deployed):
     assert out.strip().endswith("umqtt_full/client.mpy"), out
 
 
-def test_client_on_board_round_trip_through_mosquitto(board, mpremote, deployed, mosquitto,
-                                                      paho_client, tmp_path):
-    watcher = paho_client(protocol=5)
+def test_client_on_board_round_trip_through_mosquitto(board, mpremote, deployed, board_mosquitto,
+                                                      host_ip, paho_client, tmp_path):
+    mosquitto = board_mosquitto
+    watcher = paho_client("127.0.0.1", mosquitto.port, protocol=5)
     watcher.subscribe("dev/board/#", qos=1)
     script = tmp_path / "client_round_trip.py"
     script.write_text(textwrap.dedent("""
@@ -68,7 +66,7 @@ def test_client_on_board_round_trip_through_mosquitto(board, mpremote, deployed,
         gc.collect()
         print("free", gc.mem_free())
         print("DONE")
-        """ % (mosquitto.host, mosquitto.port)))
+        """ % (host_ip, mosquitto.port)))
     out = mpremote("run", script, timeout=30).stdout
     assert "DONE" in out, out
     assert "granted 1" in out, out
