@@ -163,8 +163,6 @@ class Out:
     def _on_ack(self, c, t, pkt):
         s = self.sess[c.sess]
         s.last_ack = time.ticks_ms()
-        if s.persist:
-            self.dirty = 1
         pid = pkt.pid
         for k in range(s.nf):
             st = s.f_state[k]

@@ -133,10 +133,8 @@ class Proto:
             if k >= 0:
                 s.r_n -= 1
                 s.r_pid[k] = s.r_pid[s.r_n]
-                if s.persist:
-                    self.dirty = 1
-                    if self.wt:
-                        self.store.save()
+                if self.store:
+                    self.store.sync()  # persist_interval 0: before the PUBCOMP
             self._put_ack(c, codec.PUBCOMP, pkt.pid, 0 if k >= 0 else 0x92)
         elif t == codec.PINGREQ:
             c.tx[c.txt] = 0xD0
@@ -156,7 +154,6 @@ class Proto:
                     return
                 s.expiry = min(e, self.cfg["session_expiry_max"]) if e != _NEVER else e
                 s.persist = e > 0
-                self.dirty = 1
             self._drop(c, None, pkt.reason == 0x04, "disconnected (0x%02x)" % pkt.reason)
         elif t == codec.CONNECT:
             self._drop(c, 0x82, True, "second CONNECT")
@@ -243,8 +240,6 @@ class Proto:
         s.last_ack = time.ticks_ms()
         s.expiry = exp
         s.persist = exp > 0
-        if s.persist:
-            self.dirty = 1
         s.expire_at = -1
         s.will = cn.will
         s.will_props = cn.will.props if cn.will else None
@@ -296,8 +291,6 @@ class Proto:
 
     def _end_session(self, s):
         # Free a session slot and what it holds.
-        if s.persist:
-            self.dirty = 1
         if s.will is not None and s.will_at >= 0:
             self._will_due(s)
         self.subs.drop(s.idx)
@@ -355,7 +348,6 @@ class Proto:
                 self.log.info("%s: subscribe to %s denied" % (s.cid, f))
                 continue
             row, existed = self.subs.add(s.idx, f, foff, o, sid)
-            self.dirty = 1
             if row < 0:
                 codes[n] = 0x97 if v5 else 0x80
                 self.log.warn("%s: subscription table full (%d)" % (s.cid, self.subs.n))
@@ -400,7 +392,6 @@ class Proto:
         codes = bytearray(len(pkt.topics))
         for n, f in enumerate(pkt.topics):
             codes[n] = 0 if self.subs.remove(s.idx, f) else 0x11
-        self.dirty = 1
         self._compact(c)
         try:
             c.txt += codec.encode_unsuback(memoryview(c.tx)[c.txt:], pkt.pid, codes, c.version)

@@ -66,8 +66,6 @@ class Router:
                 return
             s.r_pid[s.r_n] = pkt.pid
             s.r_n += 1
-            if s.persist:
-                self.dirty = 1
         self.m_tb = tb
         self.m_to = to
         self.m_tn = tn
@@ -85,8 +83,8 @@ class Router:
         if pkt.retain:
             self._retain()
         self._route()
-        if qos and self.dirty and self.wt:
-            self.store.save()  # persist_interval 0: on file before the ack
+        if qos and self.store:
+            self.store.sync()  # persist_interval 0: on file before the ack
         if qos:
             self._put_ack(c, codec.PUBACK if qos == 1 else codec.PUBREC, pkt.pid,
                           0 if self.m_hits else 0x10)
@@ -126,7 +124,6 @@ class Router:
     def _retain(self):
         # Retained table: replace the topic's message, or delete it on an
         # empty payload.
-        self.dirty = 1
         pool = self.pool
         tn = self.m_tn
         ret = self.ret
@@ -293,8 +290,6 @@ class Router:
         s.q_sid[k] = sid
         s.q_n += 1
         self.pool.hold(i)
-        if s.persist:
-            self.dirty = 1
         if s.conn is not None:
             self._pump(s)
 
