@@ -26,7 +26,7 @@ help:
 	@echo "make setup                      venv + pinned tools + mosquitto + node/chromium (idempotent)"
 	@echo "make run [PORT= HOST= CONFIG=]  broker on the MicroPython Unix port"
 	@echo "make test [PYTEST_ARGS=]        unit + host + device (virtual board) tests"
-	@echo "make soak [SOAK_MESSAGES=]      broker soak: 1,000,000 messages, clients coming and going, 128 KB heap"
+	@echo "make soak [SOAK_MESSAGES= SOAK_ARGS=]  broker soak: 1,000,000 messages, clients coming and going, 128wK heap"
 	@echo "make bench                      bench/run.py"
 	@echo "make mpy BOARD=esp32|rp2040     cross-compile to build/BOARD/lib"
 	@echo "make deploy BOARD= DEVICE=      copy changed files to a board, soft reset"
@@ -91,9 +91,11 @@ test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Long broker soak (tests/soak/soak.py); a short one runs in `make test`.
+# SOAK_ARGS: e.g. "--lib build/unix/lib --heap 128K" (the .mpy build, after make mpy BOARD=unix).
 SOAK_MESSAGES ?= 1000000
+SOAK_ARGS ?=
 soak: setup
-	$(BIN)/python tests/soak/soak.py --messages $(SOAK_MESSAGES)
+	$(BIN)/python tests/soak/soak.py --messages $(SOAK_MESSAGES) $(SOAK_ARGS)
 
 bench: setup
 	@if [ ! -f bench/run.py ]; then echo "bench: bench/run.py does not exist yet" >&2; exit 1; fi

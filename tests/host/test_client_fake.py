@@ -7,24 +7,7 @@ import threading
 import pytest
 
 from test_client_helpers import run_mpy, results
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def pkt(first, body):
-    return bytes([first]) + _varint(len(body)) + body
-
-
-def s16(b):
-    return len(b).to_bytes(2, "big") + b
+from test_broker_helpers import pkt, s16, varint as _varint  # noqa: F401  (hand-built packets)
 
 
 class FakeServer:
