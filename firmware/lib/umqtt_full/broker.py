@@ -41,8 +41,14 @@ _NEVER = 0xFFFFFFFF  # session expiry "never"
 
 class Broker(Proto, Life, Router, Out):
     wls = None  # the WebSocket/HTTP listener, set only with ws_port (broker_ws)
+    auth = None  # enhanced authentication (v5 AUTH), see docs/broker.md
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, auth=None):
+        # auth: auth(client_id, method, data, step) -> (reason, data) for v5
+        # enhanced authentication: 0 accepted, 0x18 send data and continue,
+        # >= 0x80 refused with that reason. None refuses every method (0x8C).
+        if auth is not None:
+            self.auth = auth
         cfg = CFG.load(config)
         self.cfg = cfg
         self.log = CFG.Log(cfg["log_level"])

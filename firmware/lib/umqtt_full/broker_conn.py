@@ -12,6 +12,14 @@ REFUSE = 4      # a connection past max_clients, answered then closed
 
 
 class Conn:
+    # Enhanced authentication (v5 AUTH): the CONNECT waiting for it, the
+    # method, the data for CONNACK, the step. Class defaults: most brokers
+    # never set them.
+    auth_cn = None
+    auth_m = None
+    auth_d = None
+    auth_n = 0
+
     def __init__(self, i, size, tam, width):
         self.i = i
         self.sock = None
@@ -54,6 +62,9 @@ class Conn:
         self.ao_max = 0
         self.acl = None
         self.stalled = False
+        if self.auth_m is not None:
+            self.auth_cn = self.auth_m = self.auth_d = None
+            self.auth_n = 0
 
 
 class Session:

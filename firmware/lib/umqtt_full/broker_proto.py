@@ -59,7 +59,8 @@ class Proto:
         c.stalled = False
         while c.state == ONLINE or c.state == PENDING:
             end = c.rxn
-            if c.state == PENDING and end > off and rx[off] != 0x10:
+            if c.state == PENDING and end > off and rx[off] != 0x10 and \
+                    (rx[off] != 0xF0 or c.auth_cn is None):
                 # Not a CONNECT: refuse now rather than wait for a length that
                 # garbage happened to announce.
                 self._drop(c, None, False, "first packet is not CONNECT (0x%02x)" % rx[off])
@@ -118,6 +119,16 @@ class Proto:
                 self._drop(c, e.code, True, "protocol error 0x%02x: %s" % (e.code, e))
             return
         if c.state == PENDING:
+            if t == codec.AUTH and c.auth_cn is not None:
+                pr = pkt.props or {}
+                if pkt.reason != 0x18 or pr.get(P.AUTH_METHOD) != c.auth_m:
+                    self._connack_refuse(c, 0x82, "AUTH out of step during CONNECT")
+                    return
+                cn = c.auth_cn
+                c.auth_n += 1
+                if self._auth_step(c, cn, pr.get(P.AUTH_DATA), c.auth_n):
+                    self._connect(c, cn, True)
+                return
             if t != codec.CONNECT:
                 self._drop(c, None, True, "first packet type %d, not CONNECT" % t)
                 return
@@ -145,6 +156,8 @@ class Proto:
             self._subscribe(c, pkt)
         elif t == codec.UNSUBSCRIBE:
             self._unsubscribe(c, pkt)
+        elif t == codec.AUTH:
+            self._reauth(c, pkt)
         elif t == codec.DISCONNECT:
             s = self.sess[c.sess]
             if c.version == 5 and pkt.props and P.SESSION_EXPIRY in pkt.props:
@@ -175,7 +188,59 @@ class Proto:
         c.version = 4
         self._drop(c, None, False)
 
-    def _connect(self, c, cn):
+    def _auth_step(self, c, cn, data, step):
+        # One step of enhanced authentication (4.12): True when the program's
+        # auth() accepts; else an AUTH to continue went out, or a refusal.
+        try:
+            rc, out = self.auth(cn.client_id, c.auth_m, data, step)
+        except Exception as e:
+            self.log.error("auth(%r) failed: %r" % (c.auth_m, e))
+            rc, out = 0x87, None
+        if rc == 0:
+            c.auth_cn = None
+            c.auth_d = out
+            return True
+        if rc == 0x18:
+            c.auth_cn = cn
+            pr = {P.AUTH_METHOD: c.auth_m}
+            if out:
+                pr[P.AUTH_DATA] = out
+            c.txt = codec.encode_auth(c.tx, 0x18, pr)
+            self._flush(c)
+            return False
+        c.auth_cn = None
+        self._connack_refuse(c, rc if rc >= 0x80 else 0x87, "authentication (%s) refused" % c.auth_m)
+        return False
+
+    def _reauth(self, c, pkt):
+        # Re-authentication of a connected client (AUTH 0x19, then 0x18 steps).
+        pr = pkt.props or {}
+        m = pr.get(P.AUTH_METHOD)
+        if c.auth_m is None or m != c.auth_m or (pkt.reason != 0x19 and not c.auth_n):
+            self._drop(c, 0x82, True, "AUTH without the connection's method")
+            return
+        c.auth_n = 1 if pkt.reason == 0x19 else c.auth_n + 1  # steps from 1: 0 = none running
+        try:
+            rc, out = self.auth(self.sess[c.sess].cid, m, pr.get(P.AUTH_DATA), c.auth_n - 1)
+        except Exception as e:
+            self.log.error("auth(%r) failed: %r" % (m, e))
+            rc, out = 0x87, None
+        if rc != 0 and rc != 0x18:
+            self._drop(c, rc if rc >= 0x80 else 0x87, True, "re-authentication refused")
+            return
+        if rc == 0:
+            c.auth_n = 0
+        p = {P.AUTH_METHOD: m}
+        if out:
+            p[P.AUTH_DATA] = out
+        try:
+            c.txt += codec.encode_auth(memoryview(c.tx)[c.txt:], rc, p)
+        except MQTTException:
+            self._drop(c, 0x97, True, "no room for AUTH")
+            return
+        self._flush(c)
+
+    def _connect(self, c, cn, authed=False):
         v = cn.version
         c.version = v
         cfg = self.cfg
@@ -190,9 +255,13 @@ class Proto:
             if pw is None or cn.password != pw.encode():
                 self._connack_refuse(c, 0x86, "bad user name or password for %r" % cn.user)
                 return
-        if P.AUTH_METHOD in pr:
-            self._connack_refuse(c, 0x8C, "authentication method not supported")
-            return
+        if P.AUTH_METHOD in pr and not authed:
+            if self.auth is None:
+                self._connack_refuse(c, 0x8C, "authentication method not supported")
+                return
+            c.auth_m = pr[P.AUTH_METHOD]
+            if not self._auth_step(c, cn, pr.get(P.AUTH_DATA), 0):
+                return
         cid = cn.client_id
         assigned = False
         if not cid:
@@ -270,6 +339,11 @@ class Proto:
                 ap[P.SERVER_KEEPALIVE] = server_ka
             if exp != pr.get(P.SESSION_EXPIRY, 0):
                 ap[P.SESSION_EXPIRY] = exp
+            if c.auth_m is not None:
+                ap[P.AUTH_METHOD] = c.auth_m
+                if c.auth_d:
+                    ap[P.AUTH_DATA] = c.auth_d
+                c.auth_d = None
             ri = cfg["response_info"]
             if ri and pr.get(P.REQUEST_RESPONSE_INFO):
                 # The basis of response topics for this client (3.2.2.3.15).
