@@ -1,5 +1,5 @@
 # MicroPython-side client benchmark (run by bench/run.py on the Unix port).
-# usage: micropython client_bench.py simple|full HOST PORT TOPIC N0 N1 N1P NRX NALLOC
+# usage: micropython client_bench.py simple|full HOST PORT TOPIC N0 N1 N1P NRX NALLOC N2
 # Prints "RESULT name value" lines; "READY" when subscribed and waiting for the
 # host's flood on TOPIC/rx.
 import sys
@@ -7,7 +7,7 @@ import gc
 import time
 
 which, host, port, topic = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-n0, n1, n1p, nrx, nalloc = [int(a) for a in sys.argv[5:10]]
+n0, n1, n1p, nrx, nalloc, n2 = [int(a) for a in sys.argv[5:11]]
 if which == "simple":
     from umqtt.simple import MQTTClient
 else:
@@ -72,6 +72,16 @@ if which != "simple":
     c.flush()
     dt = ticks_diff(ticks_us(), t)
     result("qos1p", n1p * 1000000 / dt)
+
+# QoS 2 publish rate, blocking (PUBLISH, PUBREC, PUBREL, PUBCOMP each time);
+# umqtt.simple has no QoS 2 publish.
+if which != "simple" and n2:
+    gc.collect()
+    t = ticks_us()
+    for i in range(n2):
+        c.publish(TOPIC, PAYLOAD, qos=2)
+    dt = ticks_diff(ticks_us(), t)
+    result("qos2", n2 * 1000000 / dt)
 
 # Heap bytes allocated per QoS 0 publish.
 gc.collect()
