@@ -28,7 +28,7 @@
 # offline_buffer/offline_policy (ring bytes; ring.DROP_OLDEST/DROP_NEW/ERROR),
 # topic_alias_out/topic_alias_in/alias_topic_max (v5 alias tables),
 # connect_props (extra v5 CONNECT properties).
-from .core import Core  # first: compiles while the heap is still unfragmented
+from .core import Core, micropython, put  # first: compiles while the heap is still unfragmented
 import time
 from random import getrandbits
 from .errors import MQTTException, PROTOCOL_ERROR, QOS_UNSUPPORTED, RETAIN_UNSUPPORTED
@@ -102,6 +102,7 @@ class MQTTClient(Core):
             self._ping_out = True
             self._ping_t = ticks_ms()
 
+    @micropython.native
     def publish(self, topic, msg, retain=False, qos=0, props=None, wait=True):
         # Returns when the QoS 1/2 flow completes (umqtt semantics); with
         # wait=False returns the packet id once sent (pipelined: up to the
@@ -129,13 +130,14 @@ class MQTTClient(Core):
                 tx[o] = tn >> 8
                 tx[o + 1] = tn & 0xFF
                 o += 2
-                tx[o:o + tn] = topic
+                put(tx, o, topic, tn)
                 o += tn
                 if pv:
                     tx[o] = 0  # v5: no properties
                     o += 1
-                n = o + len(msg)
-                tx[o:n] = msg
+                n = len(msg)
+                put(tx, o, msg, n)
+                n += o
                 try:
                     k = s.write(tx, n)
                 except OSError:
@@ -145,7 +147,7 @@ class MQTTClient(Core):
                         self._t.finish(tx, k, n)
                 except OSError as e:
                     if not self.robust:
-                        raise
+                        raise e
                     self._down(e)
                     return self._queue(topic, msg, retain, qos, props, wait)
                 self._last_tx = ticks_ms()
@@ -170,7 +172,7 @@ class MQTTClient(Core):
             self._send(n)
         except OSError as e:
             if not self.robust:
-                raise
+                raise e
             self._down(e)
             if not pid:
                 return self._queue(topic, msg, retain, qos, props, wait)
@@ -197,6 +199,7 @@ class MQTTClient(Core):
             return
         return self._robustly(self._unsubscribe, topic, props)
 
+    @micropython.native
     def wait_msg(self, timeout=None):
         # Wait for one packet from the server and process it (umqtt semantics).
         # Keepalive runs while waiting. timeout (s): give up and return None.
@@ -216,12 +219,12 @@ class MQTTClient(Core):
                 t = self._step()
             except OSError as e:
                 if not self.robust:
-                    raise
+                    raise e
                 self._down(e)
                 continue
             except MQTTException as e:
                 if not self.robust or self._user_down:
-                    raise
+                    raise e
                 self._down(e)
                 continue
             if t:

@@ -2,6 +2,11 @@
 # timeouts, handling each incoming packet type, keepalive, and encoding a
 # PUBLISH (topic aliases, server limits). client.py puts the API on top.
 import time
+try:
+    import micropython  # the hot paths are @micropython.native / viper
+except ImportError:  # CPython: the decorators do nothing
+    class micropython:
+        native = viper = staticmethod(lambda f: f)
 from .errors import (MQTTException, MALFORMED, PROTOCOL_ERROR, PACKET_TOO_LARGE,
                      RECEIVE_MAX_EXCEEDED, TOPIC_ALIAS_INVALID, PID_NOT_FOUND,
                      CONTINUE_AUTH, UNSPECIFIED)
@@ -225,6 +230,7 @@ class Core:
         self._keepalive()
         return t
 
+    @micropython.native
     def _recv(self, tmo):
         # Decode the next whole packet in the receive buffer, reading when
         # none is there; returns its type, or 0 when no whole packet arrived
@@ -273,6 +279,7 @@ class Core:
                     raise OSError(_ETIMEDOUT)
                 return 0
 
+    @micropython.native
     def _q0rx(self):
         # The commonest packet, fused: a whole QoS 0 PUBLISH without
         # properties already in rx, for a cb(topic, msg) callback. The same
@@ -303,6 +310,7 @@ class Core:
         cb(bytes(m[h + 4:h + 4 + tn]), bytes(m[p:e]))
         return 3
 
+    @micropython.native
     def _fill(self, need):
         # One read of whatever is waiting into the free end of rx; need is the
         # size of the packet at _rh when its header is in (else 0). Returns
@@ -547,8 +555,6 @@ class Core:
 
 
 try:
-    import micropython
-
     @micropython.viper
     def move(buf: ptr8, dst: int, src: int, n: int):
         # memmove inside one buffer, either direction, without allocating.
@@ -562,10 +568,20 @@ try:
             while i >= 0:
                 buf[dst + i] = buf[src + i]
                 i -= 1
+    @micropython.viper
+    def put(dst: ptr8, off: int, src: ptr8, n: int):
+        # dst[off:off + n] = src without the slice object native code allocates.
+        i = 0
+        while i < n:
+            dst[off + i] = src[i]
+            i += 1
 except (ImportError, AttributeError, SyntaxError, NameError):
     def move(buf, dst, src, n):
         if dst != src:
             buf[dst:dst + n] = bytes(buf[src:src + n])
+
+    def put(dst, off, src, n):
+        dst[off:off + n] = src
 
 
 def array_h(n):
