@@ -391,8 +391,13 @@ def bad_props(draw, where):
 def structural_bad(draw, v):
     """Packets whose frame is right but a field is wrong: bad UTF-8 topics and
     filters, wildcards in a topic name, QoS 3, packet id 0, empty topic
-    without alias, bad properties for the packet type, empty SUBSCRIBE, bad
-    subscription options."""
+    without alias, bad properties for the packet type (3.1.1: reserved
+    fixed-header flags), empty SUBSCRIBE, bad subscription options, a topic
+    alias over the broker's maximum (4), reserved packet types.
+    Every one is certainly invalid for version v on its own, whatever valid
+    packets came before it: a server must close the connection (v5: with a
+    DISCONNECT >= 0x80). Shared-subscription names are in bad_share_subscribe
+    (a SUBACK failure code is a valid answer there)."""
     how = draw(st.sampled_from(["topic_utf8", "topic_wild", "qos3", "pid0", "empty_topic",
                                 "props", "sub_empty", "sub_opts", "sub_utf8", "unsub_empty",
                                 "alias_over", "pid0_sub", "dup_q0", "reserved_type"]))
@@ -411,7 +416,12 @@ def structural_bad(draw, v):
     if how == "props":
         where = draw(st.sampled_from([PUBLISH, PUBACK, PUBREL, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT]))
         if v == 4:
-            where = PUBLISH
+            # No properties in 3.1.1: reserved fixed-header flags instead
+            # (3.1.1 2.2.2: any other value is malformed, close).
+            return draw(st.sampled_from([
+                pkt(0x60, b"\x00\x07"), pkt(0x42, b"\x00\x07"), pkt(0x51, b"\x00\x07"),
+                pkt(0x78, b"\x00\x07"), pkt(0x80, b"\x00\x07" + s16(b"fz/s") + b"\x00"),
+                pkt(0xA0, b"\x00\x07" + s16(b"fz/s")), pkt(0xC4, b""), pkt(0xE1, b"")]))
         p = props(where)
         if where == PUBLISH:
             return pkt(0x30, s16(b"fz/pp") + p + b"x")
@@ -429,12 +439,13 @@ def structural_bad(draw, v):
                    bytes([draw(st.sampled_from([3, 0x30, 0x40, 0x80, 0xC1, 0x04 if v == 4 else 0x3F]))]))
     if how == "sub_utf8":
         return pkt(0x82, b"\x00\x07" + (b"\x00" if v == 5 else b"") +
-                   s16(draw(st.sampled_from(BAD_UTF8 + [b"", b"a/#/b", b"a+", b"#x", b"$share/g",
-                                                        b"$share//a", b"$share/+/a"]))) + b"\x00")
+                   s16(draw(st.sampled_from(BAD_UTF8 + [b"", b"a/#/b", b"a+", b"#x"]))) + b"\x00")
     if how == "unsub_empty":
         return pkt(0xA2, b"\x00\x07" + (b"\x00" if v == 5 else b""))
     if how == "alias_over":
-        return pkt(0x30, s16(b"") + props_block([(0x23, draw(st.integers(1, 65535)))]) + b"x") if v == 5 \
+        # Over topic_alias_max (4): aliases 1-4 may have been set by an
+        # earlier valid packet on the connection.
+        return pkt(0x30, s16(b"") + props_block([(0x23, draw(st.integers(5, 65535)))]) + b"x") if v == 5 \
             else pkt(0x30, s16(b"fz/\xc0") + b"x")
     if how == "pid0_sub":
         return pkt(draw(st.sampled_from([0x82, 0xA2])), b"\x00\x00" + vp + s16(b"fz/a") + b"\x00")
@@ -444,10 +455,24 @@ def structural_bad(draw, v):
 
 
 @st.composite
-def bad_connect(draw):
+def bad_share_subscribe(draw, pid):
+    """A 5.0 SUBSCRIBE (packet id pid) whose only filter is a malformed
+    shared subscription ($share/ without a share name or filter, or a
+    wildcard in the share name: 4.8.2). Refused either way: a SUBACK
+    failure code (>= 0x80) for it or a DISCONNECT >= 0x80. (In 3.1.1 these
+    are ordinary filters.)"""
+    f = draw(st.sampled_from([b"$share/g", b"$share/g/", b"$share//a", b"$share/+/a", b"$share/#/a",
+                              b"$share/a+b/x", b"$share/"]))
+    return pkt(0x82, struct.pack(">H", pid) + b"\x00" + s16(f) + bytes([draw(st.integers(0, 2))]))
+
+
+@st.composite
+def bad_connect(draw, certain=False):
     """CONNECTs with something wrong: protocol name/level, reserved flag,
     will flags, bad UTF-8 client id or user name, password without user (3.1.1),
-    bad properties."""
+    bad properties; or a random mutation of a valid CONNECT (which may still
+    be valid). certain=True: (bytes, is_certain), is_certain when any correct
+    server must refuse it (every kind but the mutation)."""
     v = draw(st.sampled_from([4, 5]))
     how = draw(st.sampled_from(["name", "level", "reserved", "will_qos3", "will_no_flag",
                                 "cid_utf8", "user_utf8", "props", "will_props", "short",
@@ -456,7 +481,8 @@ def bad_connect(draw):
     pay = s16(b"fzc")
     vprops = b"\x00" if v == 5 else b""
     if how == "mutate":
-        return draw(mutate(draw(connect_pkt(v))))
+        b = draw(mutate(draw(connect_pkt(v))))
+        return (b, False) if certain else b
     if how == "name":
         name = draw(st.sampled_from([b"MQIsdp", b"MQTT\x00", b"mqtt", b"", b"MQT"]))
     elif how == "level":
@@ -485,7 +511,8 @@ def bad_connect(draw):
     else:  # the payload stops early
         pay = b"\x00"
     var = s16(name) + bytes([level, flags]) + struct.pack(">H", ka) + vprops
-    return pkt(0x10, var + pay)
+    b = pkt(0x10, var + pay)
+    return (b, True) if certain else b
 
 
 # ---- reading a peer's byte stream --------------------------------------------------

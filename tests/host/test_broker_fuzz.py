@@ -217,30 +217,76 @@ def test_valid_packets_are_answered(fz, v, data):
 
 # ---- mutated and malformed packets after CONNECT -----------------------------------------
 
-def _bad_packet(v):
-    return st.one_of(
-        F.client_packet(v).flatmap(lambda p: F.mutate(p[0])),
-        F.structural_bad(v),
-        st.binary(min_size=1, max_size=24),
-    )
+SHARE_PID = 0x5A5A  # the packet id of a bad_share_subscribe, apart from drawn ones
+
+
+def _prefix(v):
+    # Valid packets that leave the connection open (not our DISCONNECT).
+    return F.client_packet(v).filter(lambda p: p[1][0] != "disconnect")
 
 
 @settings(max_examples=n(1200), **SETTINGS)
 @given(v=st.sampled_from([4, 5]), data=st.data())
 @example(v=5, data=None)  # topic alias 0 after a valid publish
 def test_malformed_after_connect(fz, v, data):
+    """0-2 valid packets, one bad one, maybe one more packet, then PINGREQ.
+    The bad one is certainly invalid (F.structural_bad), a malformed shared
+    subscription (v5), or a random mutation or random bytes (may be valid by
+    chance). Certainly invalid: the broker must close the connection, a v5
+    client getting a DISCONNECT >= 0x80 last, and answer nothing after it
+    (the trailing PINGREQ gets no PINGRESP); a broker that skipped the bad
+    packet would answer it. Whatever the bad packet, the broker lives on and
+    serves a fresh client (fz.live)."""
     if data is None:
         seq = [F.pkt(0x30, F.s16(b"fz/a") + F.props_block([(0x23, 1)]) + b"x"),
                F.pkt(0x30, F.s16(b"fz/a") + F.props_block([(0x23, 0)]) + b"x")]
-    else:
-        seq = data.draw(st.lists(st.one_of(_bad_packet(v), F.client_packet(v).map(lambda p: p[0])),
-                                 min_size=1, max_size=3), "packets")
-    pk, reset = after_connect(fz, v, "fz-m%d" % v, b"".join(seq))
-    if data is None:
+        pk, reset = after_connect(fz, v, "fz-m%d" % v, b"".join(seq))
         assert pk[-1] == (0xE0, b"\x82"), pk  # v5: DISCONNECT protocol error
-    if pk and pk[-1][0] == 0xE0:
-        event("v5 DISCONNECT 0x%02x" % pk[-1][1][0])
-    elif pk and pk[-1][0] == 0xD0:
+        fz.check_broker()
+        fz.live()
+        return
+    prefix = data.draw(st.lists(_prefix(v), max_size=2), "valid before")
+    kinds = ["certain", "certain", "mutated", "random"] + (["share"] if v == 5 else [])
+    kind = data.draw(st.sampled_from(kinds), "kind")
+    if kind == "certain":
+        bad = data.draw(F.structural_bad(v), "bad")
+    elif kind == "share":
+        bad = data.draw(F.bad_share_subscribe(SHARE_PID), "bad")
+    elif kind == "mutated":
+        bad = data.draw(F.client_packet(v).flatmap(lambda p: F.mutate(p[0])), "bad")
+    else:
+        bad = data.draw(st.binary(min_size=1, max_size=24), "bad")
+    after = data.draw(st.lists(_prefix(v), max_size=1), "after")
+    pk, reset = after_connect(fz, v, "fz-m%d" % v,
+                              b"".join(p[0] for p in prefix) + bad + b"".join(p[0] for p in after))
+    # PINGREQs the broker must answer before the bad packet: those in the
+    # prefix up to a packet that closes the connection (a second CONNECT,
+    # a server-only packet, AUTH).
+    pings = 0
+    for b, exp in prefix:
+        if exp[0] == "close":
+            break
+        if b == PING:
+            pings += 1
+    pingresps = sum(1 for f, _ in pk if f == 0xD0)
+    disc = pk[-1][1][0] if pk and pk[-1][0] == 0xE0 else None
+    if kind == "certain":
+        assert pingresps == pings, "bad packet %r not refused: PINGREQ after it answered; got %r" % (bad, pk)
+        if v == 5:
+            assert disc is not None and disc >= 0x80, "no DISCONNECT >= 0x80 for %r; got %r" % (bad, pk)
+        event("certain: " + ("v5 DISCONNECT 0x%02x" % disc if v == 5 else "closed"))
+    elif kind == "share":
+        acks = [body for f, body in pk if f == 0x90 and body[:2] == SHARE_PID.to_bytes(2, "big")]
+        if disc is None or acks:
+            assert acks and all(c >= 0x80 for c in acks[-1][3:]), "shared filter %r accepted: %r" % (bad, pk)
+            # Still connected: the trailing PINGREQ (and any after the bad
+            # packet) answered, unless a packet after it closes.
+            if all(exp[0] != "close" for b, exp in after):
+                assert pingresps == pings + 1 + sum(1 for b, exp in after if b == PING), pk
+        event("share: " + ("SUBACK 0x%02x" % acks[-1][3] if acks else "DISCONNECT 0x%02x" % disc))
+    elif disc is not None:
+        event("v5 DISCONNECT 0x%02x" % disc)
+    elif pingresps > pings:
         event("answered the PINGREQ (still connected)")
     else:
         event("closed" + (" (reset)" if reset else ""))
@@ -267,9 +313,19 @@ def test_garbage_before_connect_is_closed(fz, data):
 @settings(max_examples=n(500), **SETTINGS)
 @given(data=st.data())
 def test_bad_connect_is_refused_or_closed(fz, data):
-    cn = data.draw(F.bad_connect(), "connect")
+    """A CONNECT with something wrong, then PINGREQ. Certainly invalid
+    (every kind of F.bad_connect but a random mutation): refused with a
+    CONNACK failure code as the only packet, or closed without an answer;
+    never CONNACK 0, never the PINGRESP. A mutation may still be valid: if
+    accepted, its PINGREQ is answered."""
+    cn, certain = data.draw(F.bad_connect(certain=True), "connect")
     pk, rest, reset = fz.exchange(cn)
     check_stream(5, pk, rest, reset, False)
+    if certain:
+        assert all(f != 0xD0 for f, _ in pk), "invalid CONNECT %r served: %r" % (cn, pk)
+        assert not pk or (len(pk) == 1 and pk[0][0] == 0x20 and pk[0][1][1] != 0), \
+            "invalid CONNECT %r accepted: %r" % (cn, pk)
+        event("certain: " + ("CONNACK 0x%02x" % pk[0][1][1] if pk else "closed"))
     if pk:
         first, body = pk[0]
         assert first == 0x20, pk
