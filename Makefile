@@ -120,8 +120,12 @@ flash: setup
 	$(BIN)/python tools/flash.py $(BOARD) --firmware $(FIRMWARE) \
 	  $(if $(DEVICE),--port $(DEVICE)) $(if $(MOUNT),--mount $(MOUNT)) $(if $(DRY_RUN),--dry-run)
 
+# A real board (DEVICE=) gets the .mpy build of its own BOARD; without DEVICE
+# the virtual board runs the unix (x64) build.
 device-test: setup
-	$(BIN)/pytest tests/device $(PYTEST_ARGS)
+	@if [ -n "$(DEVICE)" ] && [ -z "$(BOARD)" ]; then \
+	  echo "device-test: set BOARD=esp32|rp2040 for DEVICE=$(DEVICE) (the .mpy build must match the chip)" >&2; exit 2; fi
+	DEVICE=$(DEVICE) BOARD=$(or $(BOARD),unix) $(BIN)/pytest tests/device $(PYTEST_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

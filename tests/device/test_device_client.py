@@ -14,7 +14,10 @@ def deploy_mpy(board, mpremote, out):
     """Build .mpy files for the board into `out` and copy lib/umqtt_full to
     the board's /lib, like `mpremote fs cp -r` after `make mpy`. Returns the
     list of files on the board."""
-    lib = build(os.environ.get("BOARD", "unix"), out, quiet=True) / "lib" / "umqtt_full"
+    name = os.environ.get("BOARD") or ("unix" if board.is_virtual else None)
+    if name is None or (name == "unix" and not board.is_virtual):
+        pytest.fail("a real board needs its own build: set BOARD=esp32|rp2040 with DEVICE")
+    lib = build(name, out, quiet=True) / "lib" / "umqtt_full"
     # Start from a clean heap, as after plugging the board in: earlier
     # sessions' leftovers fragment a 128K heap enough to fail the copy.
     mpremote("soft-reset")

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import build_mpy
+import deploy as deploy_mod
 from support.harness import REPO
 from vboard import VirtualBoard
 
@@ -33,7 +34,14 @@ def test_build_mpy_layout(tmp_path, board, march):
         mpy = out / "lib" / rel
         assert mpy.exists() and mpy.read_bytes()[:1] == b"M", mpy  # .mpy magic
         assert str(rel) in res.stdout
-    assert not list(out.rglob("*.py"))[2:]  # only boot.py and main.py stay source
+    # Only boot.py and main.py stay source (and the user's secrets.py, if any).
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.py"))
+    assert left in (["boot.py", "main.py"], ["boot.py", "main.py", "secrets.py"]), left
+    assert ("secrets.py" in left) == (REPO / "boards" / "secrets.py").exists()
+    with open(out / "lib" / "umqtt_full" / "topic.mpy", "rb") as f:
+        head = f.read(4)
+    # .mpy header: byte 2 holds the native architecture in its top bits.
+    assert head[2] >> 2 == {"xtensawin": 10, "armv6m": 4}[march], head
 
 
 def test_build_mpy_without_modules(tmp_path, monkeypatch, capsys):
@@ -54,10 +62,26 @@ def test_flash_dry_run_prints_exact_commands():
     assert "$ cp fw.uf2 /mnt/x/ && sync" in res.stdout
 
 
+def test_make_flash_dry_run_and_missing_arguments():
+    # The Makefile wiring users type, not only the tool behind it.
+    res = subprocess.run(["make", "-s", "flash", "BOARD=esp32", "DEVICE=/dev/ttyUSB7",
+                          "FIRMWARE=ESP32_GENERIC.bin", "DRY_RUN=1"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "--port /dev/ttyUSB7 --baud 460800 write-flash -z 0x1000 ESP32_GENERIC.bin" in res.stdout
+    res = subprocess.run(["make", "-s", "flash", "BOARD=esp32"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0 and "flash: set FIRMWARE=" in res.stderr, res.stderr
+    res = subprocess.run(["make", "-s", "device-test", "DEVICE=/dev/ttyUSB7"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "device-test: set BOARD=" in res.stderr, res.stderr
+
+
 def test_flash_errors_are_clear(tmp_path):
     res = tool(REPO / "tools" / "flash.py", "esp32", "--port", "/dev/nope", "--firmware",
                tmp_path / "missing.bin", check=False)
-    assert res.returncode == 1 and "not found" in res.stderr
+    assert res.returncode == 1 and "firmware file %s not found" % (tmp_path / "missing.bin") in res.stderr
+    assert "serial port" not in res.stderr  # the firmware is checked first
     fw = tmp_path / "fw.bin"
     fw.write_bytes(b"\0")
     res = tool(REPO / "tools" / "flash.py", "esp32", "--port", "/dev/nope", "--firmware", fw,
@@ -66,6 +90,8 @@ def test_flash_errors_are_clear(tmp_path):
 
 
 def test_deploy_copies_only_what_changed(tmp_path):
+    import time
+    started = time.time() - 1
     with VirtualBoard() as vb:
         deploy = REPO / "tools" / "deploy.py"
         first = tool(deploy, "unix", vb.device)
@@ -83,5 +109,6 @@ def test_deploy_copies_only_what_changed(tmp_path):
         assert "copied  main.py" in third.stdout and "removed lib/umqtt_full/stale.py" in third.stdout
         assert (vb.fs_root / "main.py").read_text() == (REPO / "firmware" / "main.py").read_text()
         assert not (vb.fs_root / "lib" / "umqtt_full" / "stale.py").exists()
-        manifests = list((REPO / "build" / "unix").glob(".deployed-*.json"))
-        assert manifests
+        manifest = deploy_mod.manifest_path(REPO / "build" / "unix", vb.device)
+        assert manifest.stat().st_mtime >= started and str(vb.device.strip("/").replace("/", "_")) \
+            in manifest.name

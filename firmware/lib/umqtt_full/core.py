@@ -51,7 +51,7 @@ class Core:
                  tx_size=1024, inflight=8, rx_qos2=32, timeout=5, reconnect=False,
                  backoff_min=0.5, backoff_max=30, reconnect_tries=0, offline_buffer=0,
                  offline_policy=0, topic_alias_out=8, alias_topic_max=64,
-                 topic_alias_in=0, connect_props=None):
+                 topic_alias_in=0, connect_props=None, idle=None):
         if port == 0:
             port = 8883 if ssl else 1883
         self.client_id = client_id
@@ -92,6 +92,9 @@ class Core:
         self._pkt = Packet()
         self._msg = None  # the zero-copy Message, made by set_callback
         self._t = Transport()
+        # idle(ms) runs while a call waits for the server, e.g. Broker.poll
+        # when the server is a broker on the same board and event loop.
+        self._t.idle = idle
         self._s = Session(inflight, rx_qos2)
         self._ring = None
         if offline_buffer:

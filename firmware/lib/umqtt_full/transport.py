@@ -31,6 +31,7 @@ class Transport:
         self.raw = None  # the TCP socket
         self.tmo = None  # s a write may go without progress
         self.poller = None
+        self.idle = None  # idle(ms): other work to run while waiting
 
     def open(self, server, port, ssl, ssl_params, timeout):
         path = None
@@ -78,9 +79,20 @@ class Transport:
     def wait(self, ms):
         # True when a read would not block (data, EOF or error) within ms
         # milliseconds; no allocation.
-        for _ in self.poller.ipoll(ms):
-            return True
-        return False
+        idle = self.idle
+        if idle is None:
+            for _ in self.poller.ipoll(ms):
+                return True
+            return False
+        # Waiting on a server that only answers when idle() runs it.
+        dl = time.ticks_add(time.ticks_ms(), ms)
+        while True:
+            for _ in self.poller.ipoll(0):
+                return True
+            left = time.ticks_diff(dl, time.ticks_ms())
+            if left <= 0:
+                return False
+            idle(left if left < 10 else 10)
 
     def read(self, view, n):
         # Up to n bytes into view, as many as have arrived; 0 when none have.
