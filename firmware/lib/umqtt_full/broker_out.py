@@ -173,7 +173,14 @@ class Out:
                     if pkt.reason >= 0x80:
                         self._free_flight(s, k)
                     else:
-                        s.f_state[k] = 2 if self._put_ack(c, codec.PUBREL, pid, 0) else 6
+                        s.f_state[k] = 2
+                        if self.store:
+                            # persist_interval 0: "PUBREC came" on file before
+                            # the PUBREL, so a restart resends the PUBREL, never
+                            # the PUBLISH (the receiver may have released the id).
+                            self.store.sync()
+                        if not self._put_ack(c, codec.PUBREL, pid, 0):
+                            s.f_state[k] = 6
                 elif t == codec.PUBCOMP and st == 2:
                     self._free_flight(s, k)
                 break

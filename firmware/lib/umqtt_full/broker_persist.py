@@ -12,7 +12,8 @@
 # is run through the writer into a CRC only; the file is written when that
 # differs from the last write and persist_interval s have passed since it
 # first did (a burst of changes, one write). persist_interval 0: also before
-# each QoS 1/2 ack and PUBCOMP (the broker calls sync()).
+# each QoS 1/2 ack, PUBCOMP, and the PUBREL of an outgoing QoS 2 message (the
+# broker calls sync()).
 #
 # Format (the tables' own arrays, native byte order: read back on the same
 # board, written piece by piece, no copy of the state in RAM):
@@ -94,8 +95,8 @@ class Persist:
             self.save()
 
     def sync(self):
-        # Before a QoS 1/2 ack or a PUBCOMP: with persist_interval 0, on file
-        # if anything changed.
+        # Before a QoS 1/2 ack, a PUBCOMP or an outgoing PUBREL: with
+        # persist_interval 0, on file if anything changed.
         if not self.every and self._sum() != self.fp:
             self.save()
 
