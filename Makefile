@@ -29,9 +29,9 @@ help:
 	@echo "make soak [SOAK_MESSAGES= SOAK_ARGS=]  broker soak: 1,000,000 messages, clients coming and going, 128wK heap"
 	@echo "make bench                      bench/run.py"
 	@echo "make mpy BOARD=esp32|rp2040     cross-compile to build/BOARD/lib"
-	@echo "make deploy BOARD= DEVICE=      copy changed files to a board, soft reset"
+	@echo "make deploy BOARD= DEVICE=      copy changed files to a board, then reset it (main.py runs)"
 	@echo "make flash BOARD= DEVICE= FIRMWARE= [DRY_RUN=1] [MOUNT=]"
-	@echo "make device-test [DEVICE=]      tests/device on a real board (virtual if unset)"
+	@echo "make device-test [DEVICE= BOARD=] tests/device on a real board (virtual if unset)"
 	@echo "make clean | distclean"
 
 setup: $(STAMP) mosquitto js

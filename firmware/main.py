@@ -80,7 +80,7 @@ async def _device(s, led, b):
     if not server:
         print("main: client role needs client.server in settings.json, not started")
         return
-    port = c.get("port") or (s.get("broker_port", 1883) if local else 1883)
+    port = s.get("broker_port", 1883) if local else (c.get("port") or 1883)
     cid = _client_id(s)
     prefix = c.get("topic_prefix") or "devices/" + cid
     pb = prefix.encode()
@@ -91,6 +91,7 @@ async def _device(s, led, b):
     cl = MQTTClient(cid, server, port, c.get("user"), c.get("password"),
                     keepalive=c.get("keepalive", 60), version=c.get("version", 4),
                     reconnect=True, timeout=c.get("timeout", 5),
+                    rx_size=c.get("max_packet", 1024), tx_size=c.get("max_packet", 1024),
                     # Our own broker answers only while it runs: let it run
                     # while connecting blocks this event loop.
                     idle=b.poll if local else None)

@@ -86,7 +86,7 @@ def manifest_path(out, device):
     return out / (".deployed-%s.json" % re.sub(r"[^A-Za-z0-9_.-]+", "_", device.strip("/")))
 
 
-def deploy(board, device, reset="soft", force=False, out=None):
+def deploy(board, device, reset="hard", force=False, out=None):
     out = build(board, out)
     files = local_files(out)
     dirs = set()
@@ -132,8 +132,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("board", help="esp32, rp2040 or unix")
     ap.add_argument("device", help="serial port, e.g. /dev/ttyUSB0, /dev/ttyACM0, /dev/pts/N")
-    ap.add_argument("--reset", choices=("soft", "hard", "none"), default="soft",
-                    help="after copying (hard also runs main.py; default %(default)s)")
+    ap.add_argument("--reset", choices=("soft", "hard", "none"), default="hard",
+                    help="after copying: hard runs boot.py and main.py as at power-on; "
+                         "soft (mpremote's, from the raw REPL) does not run main.py "
+                         "(default %(default)s)")
     ap.add_argument("--force", action="store_true", help="copy every file")
     args = ap.parse_args()
     if not MPREMOTE.exists():

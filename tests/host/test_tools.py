@@ -94,12 +94,12 @@ def test_deploy_copies_only_what_changed(tmp_path):
     started = time.time() - 1
     with VirtualBoard() as vb:
         deploy = REPO / "tools" / "deploy.py"
-        first = tool(deploy, "unix", vb.device)
+        first = tool(deploy, "unix", vb.device, "--reset", "soft")
         assert "0 unchanged" in first.stdout
         assert (vb.fs_root / "lib" / "umqtt_full" / "__init__.mpy").exists()
         assert (vb.fs_root / "settings.json").exists() and (vb.fs_root / "boot.py").exists()
 
-        again = tool(deploy, "unix", vb.device)
+        again = tool(deploy, "unix", vb.device, "--reset", "none")
         assert " 0 copied" in again.stdout, again.stdout
 
         # Edited on the board, and a leftover module that would shadow ours.
@@ -112,3 +112,28 @@ def test_deploy_copies_only_what_changed(tmp_path):
         manifest = deploy_mod.manifest_path(REPO / "build" / "unix", vb.device)
         assert manifest.stat().st_mtime >= started and str(vb.device.strip("/").replace("/", "_")) \
             in manifest.name
+
+
+def test_deploy_then_reset_starts_the_broker(tmp_path, paho_client):
+    # What a user sees after `make deploy`: the board resets, boot.py and
+    # main.py run, and the broker from settings.json answers MQTT clients.
+    from support.harness import free_port, wait_port
+    port = free_port()
+    with VirtualBoard(heap="128wK") as vb:
+        deploy = REPO / "tools" / "deploy.py"
+        tool(deploy, "unix", vb.device, "--reset", "none")
+        import json
+        s = json.loads((vb.fs_root / "settings.json").read_text())
+        assert s["roles"] == ["broker"]
+        s["broker_port"] = port  # the board file's 1883 may be taken on this host
+        (vb.fs_root / "settings.json").write_text(json.dumps(s))
+        res = subprocess.run([str(REPO / ".venv" / "bin" / "mpremote"), "connect", vb.device,
+                              "reset"], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        wait_port("127.0.0.1", port, timeout=20)
+        sub = paho_client("127.0.0.1", port, protocol=5, client_id="after-deploy")
+        sub.subscribe("up/#", qos=1)
+        pub = paho_client("127.0.0.1", port, protocol=4, client_id="pub")
+        pub.publish("up/yes", b"1", qos=1)
+        assert [m.payload for m in sub.wait_for(1, timeout=5)] == [b"1"]
+        assert "main: broker on port %d" % port in vb.console_text()
