@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 from support.harness import free_port, wait_port
-from conftest import Board
 from test_device_client import deploy_mpy
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -115,7 +114,7 @@ def both_board(board, tmp_path):
     from vboard import VirtualBoard
 
     with VirtualBoard(heap="128wK") as vb:
-        b = Board(vb.device, vb)
+        b = type(board)(vb.device, vb)  # tests/device/conftest.py's Board
         files = deploy_mpy(b, b.mpremote, tmp_path / "build")
         b.mpremote("fs", "cp", os.path.join(ROOT, "firmware", "main.py"), ":main_roles.py")
         yield b, files
