@@ -7,6 +7,7 @@ mosquitto then listens on all interfaces), and BOARD_IP, the board's (for the
 host's clients of the broker on the board). A virtual board uses 127.0.0.1."""
 
 import os
+import threading
 
 import pytest
 
@@ -31,6 +32,29 @@ class Board:
     def exec(self, code, timeout=60):
         """Run code in the board's raw REPL; returns what it printed."""
         return self.mpremote("exec", code, timeout=timeout).stdout
+
+    def start(self, script, timeout):
+        """`mpremote run script` in a thread, for a script that serves while
+        the test acts as its peer. Returns join() -> what it printed (or an
+        AssertionError naming the failure)."""
+        result = {}
+
+        def run():
+            try:
+                result["out"] = self.mpremote("run", script, timeout=timeout).stdout
+            except AssertionError as e:
+                result["err"] = str(e)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+
+        def join():
+            t.join(timeout + 5)
+            assert "err" not in result, result.get("err")
+            assert "out" in result, "mpremote run still going after %ss" % timeout
+            return result["out"]
+
+        return join
 
     def console(self):
         """Everything a virtual board printed (empty for a real one)."""

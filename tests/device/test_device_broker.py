@@ -2,7 +2,6 @@
 /lib, a script sent with `mpremote run` that listens and polls, and MQTT
 clients on the host (paho, both protocol versions) talking through it."""
 
-import threading
 import textwrap
 
 import pytest
@@ -38,16 +37,7 @@ def test_broker_on_board_routes_between_host_clients(board, mpremote, deployed, 
         b.close()
         print("STOPPED")
         """ % ("127.0.0.1" if board.is_virtual else "0.0.0.0", port, SERVE_S * 1000)))
-    result = {}
-
-    def run():
-        try:
-            result["out"] = mpremote("run", script, timeout=SERVE_S + 20).stdout
-        except AssertionError as e:
-            result["err"] = str(e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
+    join = board.start(script, SERVE_S + 20)
     try:
         wait_port(board_ip, port, timeout=10)
         sub = paho_client(board_ip, port, protocol=5, client_id="host-sub")
@@ -63,9 +53,7 @@ def test_broker_on_board_routes_between_host_clients(board, mpremote, deployed, 
         late.subscribe("board/status", qos=1)
         retained = late.wait_for(1, timeout=5)
     finally:
-        t.join(SERVE_S + 25)
-    assert "err" not in result, result.get("err")
-    out = result["out"]
+        out = join()
     assert "LISTENING" in out and "STOPPED" in out, out
     assert "Traceback" not in out, out
     got = sorted((m.topic, m.payload, m.qos) for m in msgs)

@@ -5,7 +5,6 @@ the client role against mosquitto, and broker + client on the one board."""
 
 import json
 import os
-import threading
 import textwrap
 
 import pytest
@@ -26,9 +25,9 @@ def deployed(board, mpremote, tmp_path):
     mpremote("fs", "rm", "-r", ":lib/umqtt_full", check=False)
 
 
-def start_roles(board, mpremote, tmp_path, settings, seconds=RUN_S):
+def start_roles(board, tmp_path, settings, seconds=RUN_S):
     """main.run(settings, seconds) on the board in the background; returns
-    (thread, result dict with "out" or "err")."""
+    join() -> what the board printed, checked for a clean run."""
     script = tmp_path / "roles.py"
     # Imported under another name so the board's own boot does not run it.
     script.write_text(textwrap.dedent("""
@@ -37,26 +36,14 @@ def start_roles(board, mpremote, tmp_path, settings, seconds=RUN_S):
         main_roles.run(json.loads(%r), %d)
         print("ROLES DONE")
         """ % (json.dumps(settings), seconds)))
-    result = {}
+    join = board.start(script, seconds + 30)
 
-    def run():
-        try:
-            result["out"] = mpremote("run", script, timeout=seconds + 30).stdout
-        except AssertionError as e:
-            result["err"] = str(e)
+    def finish():
+        out = join()
+        assert "ROLES DONE" in out and "Traceback" not in out, out
+        return out
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, result
-
-
-def finish(t, result, seconds=RUN_S):
-    t.join(seconds + 35)
-    assert "err" not in result, result.get("err")
-    out = result.get("out", "")
-    print(out)
-    assert "ROLES DONE" in out and "Traceback" not in out, out
-    return out
+    return finish
 
 
 def check_device(watch, pub, prefix):
@@ -85,11 +72,11 @@ def test_client_role_against_mosquitto(board, mpremote, deployed, board_mosquitt
     watch = paho_client("127.0.0.1", board_mosquitto.port, protocol=5, client_id="watch")
     watch.subscribe(prefix + "/#", qos=1)
     pub = paho_client("127.0.0.1", board_mosquitto.port, protocol=4, client_id="ctl")
-    t, result = start_roles(board, mpremote, tmp_path, settings)
+    finish = start_roles(board, tmp_path, settings)
     try:
         check_device(watch, pub, prefix)
     finally:
-        out = finish(t, result)
+        out = finish()
     assert "main: client dev-roles on" in out, out
     # A clean stop publishes "offline" itself, retained for later subscribers.
     watch.wait_for(2, timeout=5, topic=prefix + "/status")
@@ -122,14 +109,13 @@ def both_board(board, tmp_path):
 
 def test_broker_and_client_roles_on_one_board(both_board, board_ip, paho_client, tmp_path):
     board, _ = both_board
-    mpremote = board.mpremote
     port = free_port()
     prefix = "home/panel"
     settings = {"board": "vboard", "roles": ["broker", "client"], "led_pin": None,
                 "broker_host": "127.0.0.1" if board.is_virtual else "0.0.0.0", "broker_port": port,
                 "broker": {"max_clients": 4, "log_level": "none"},
                 "client": {"client_id": "panel", "topic_prefix": prefix, "interval": 1}}
-    t, result = start_roles(board, mpremote, tmp_path, settings)
+    finish = start_roles(board, tmp_path, settings)
     try:
         wait_port(board_ip, port, timeout=15)
         # Host clients of the board's broker see the board's own client.
@@ -138,12 +124,11 @@ def test_broker_and_client_roles_on_one_board(both_board, board_ip, paho_client,
         pub = paho_client(board_ip, port, protocol=4, client_id="ctl")
         check_device(watch, pub, prefix)
     finally:
-        out = finish(t, result)
+        out = finish()
     assert "main: broker on port %d" % port in out, out
     assert "main: client panel on 127.0.0.1:%d" % port in out, out
 
 
 def test_client_role_without_server_says_so(board, mpremote, deployed, tmp_path):
-    t, result = start_roles(board, mpremote, tmp_path, {"roles": ["client", "lamp"]}, seconds=1)
-    out = finish(t, result, 1)
+    out = start_roles(board, tmp_path, {"roles": ["client", "lamp"]}, seconds=1)()
     assert "unknown role 'lamp'" in out and "client role needs client.server" in out, out
