@@ -1,5 +1,6 @@
 # Shared pieces for the client tests (no tests here): run MicroPython scripts
-# against a mosquitto started for the test, a cut/stall TCP proxy, paho peers.
+# against a mosquitto started for the test, a cut/stall/slow TCP proxy, paho peers.
+import collections
 import os
 import socket
 import subprocess
@@ -152,8 +153,17 @@ def mosq(mosquitto_factory):
 
 class Proxy:
     # A TCP proxy between the client and the broker that the test can cut
-    # (close every connection) or stall (stop forwarding, keep sockets open).
-    def __init__(self, target_port):
+    # (close every connection), stall (stop forwarding, keep sockets open) or
+    # slow down. Slow: `delay` s added to every chunk's trip in each direction
+    # (a latency: chunks keep flowing while earlier ones wait), and/or `rate`
+    # bytes per second in each direction, written in pieces of rate/50 bytes
+    # with TCP_NODELAY (so packets arrive in parts). Set delay/rate at any
+    # time: a connection accepted while either is set is a slow one and reads
+    # them for every chunk; a connection accepted with both 0 is forwarded
+    # directly, as before. up_total/down_total count forwarded bytes.
+    SLOW_BUFFER = 65536  # bytes a slow direction holds before it stops reading
+
+    def __init__(self, target_port, delay=0.0, rate=0):
         self.target = target_port
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -161,11 +171,15 @@ class Proxy:
         self.ls.listen(8)
         self.port = self.ls.getsockname()[1]
         self.conns = []
+        self.accepted = 0
         self.stalled = False
         self.refuse = False
+        self.delay = delay
+        self.rate = rate
         self.cut_after = None  # cut when this many client->broker bytes have passed
         self.up_bytes = 0
         self.up_total = 0  # client->broker bytes forwarded
+        self.down_total = 0  # broker->client bytes forwarded
         self.lock = threading.Lock()
         self.running = True
         threading.Thread(target=self._accept, daemon=True).start()
@@ -186,8 +200,28 @@ class Proxy:
                 continue
             with self.lock:
                 self.conns.append((c, b))
-            threading.Thread(target=self._pipe, args=(c, b, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(b, c, False), daemon=True).start()
+                self.accepted += 1
+            pipe = self._pipe
+            if self.delay or self.rate:
+                pipe = self._slow_pipe
+                for s in (c, b):
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=pipe, args=(c, b, True), daemon=True).start()
+            threading.Thread(target=pipe, args=(b, c, False), daemon=True).start()
+
+    def _count(self, d, up):
+        # Counts a chunk read from src; False when it triggers cut_after.
+        if up:
+            self.up_total += len(d)
+        else:
+            self.down_total += len(d)
+        if up and self.cut_after is not None:
+            self.up_bytes += len(d)
+            if self.up_bytes >= self.cut_after:
+                self.cut_after = None
+                self.cut()
+                return False
+        return True
 
     def _pipe(self, src, dst, up):
         try:
@@ -197,22 +231,88 @@ class Proxy:
                     break
                 while self.stalled:
                     time.sleep(0.01)
-                if up:
-                    self.up_total += len(d)
-                if up and self.cut_after is not None:
-                    self.up_bytes += len(d)
-                    if self.up_bytes >= self.cut_after:
-                        self.cut_after = None
-                        self.cut()
-                        return
+                if not self._count(d, up):
+                    return
                 dst.sendall(d)
         except OSError:
             pass
+        self._close_pair(src, dst)
+
+    @staticmethod
+    def _close_pair(src, dst):
         for s in (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def _slow_pipe(self, src, dst, up):
+        # This thread reads and stamps each chunk with when it may leave; a
+        # writer thread sends them in order, at most `rate` bytes/s. At most
+        # SLOW_BUFFER bytes wait (then reading stops: TCP back-pressure).
+        q = collections.deque()
+        cv = threading.Condition()
+        st = {"eof": False, "held": 0, "dead": False}
+
+        def writer():
+            nxt = time.monotonic()
+            try:
+                while True:
+                    with cv:
+                        while not q and not st["eof"]:
+                            cv.wait(0.05)
+                        if not q:
+                            break                       # EOF and all sent
+                        due, d = q.popleft()
+                        st["held"] -= len(d)
+                        cv.notify_all()
+                    w = due - time.monotonic()
+                    if w > 0:
+                        time.sleep(w)
+                    while self.stalled:
+                        time.sleep(0.01)
+                    rate = self.rate
+                    if not rate:
+                        dst.sendall(d)
+                        continue
+                    piece = max(1, int(rate) // 50)
+                    for i in range(0, len(d), piece):
+                        now = time.monotonic()
+                        if nxt > now:
+                            time.sleep(nxt - now)
+                        else:
+                            nxt = now
+                        part = d[i:i + piece]
+                        dst.sendall(part)
+                        nxt += len(part) / rate
+            except OSError:
+                pass
+            with cv:
+                st["dead"] = True
+                cv.notify_all()
+            self._close_pair(src, dst)
+
+        threading.Thread(target=writer, daemon=True).start()
+        try:
+            while True:
+                d = src.recv(4096)
+                if not d:
+                    break
+                if not self._count(d, up):
+                    break
+                with cv:
+                    while st["held"] > self.SLOW_BUFFER and not st["dead"]:
+                        cv.wait(0.05)
+                    if st["dead"]:
+                        break
+                    q.append((time.monotonic() + self.delay, d))
+                    st["held"] += len(d)
+                    cv.notify_all()
+        except OSError:
+            pass
+        with cv:
+            st["eof"] = True
+            cv.notify_all()
 
     def cut(self):
         with self.lock:
