@@ -23,7 +23,7 @@ import time
 from random import getrandbits
 from micropython import const
 from .client import MQTTClient
-from .errors import MQTTException
+from .errors import MQTTException, V4_CONNACK
 from .topic import match, check_filter
 from .broker_store import copy
 from . import props as P
@@ -41,6 +41,10 @@ LINK_KEYS = {
     "backoff_min": 1, "backoff_max": 30, "max_packet": 0, "sys_interval": 5,
 }
 _DIRS = ("out", "in", "both")
+# CONNACK refusals for the log, by 3.1.1 return code (MQTT 5 codes map onto
+# these through errors.V4_CONNACK; the log gives the code as well).
+_REFUSED = ("unacceptable protocol version", "client id rejected", "server unavailable",
+            "bad user name or password", "not authorized")
 
 
 def _err(name, msg):
@@ -227,6 +231,7 @@ class Link:
         self.bmin = c["backoff_min"]
         self.bmax = c["backoff_max"]
         self.attempt = 0
+        self.why = None    # why the last connect attempt failed (for the log)
         self.next_try = time.ticks_ms()
         self.up = None     # None: state not yet published
         self.subscribed = False
@@ -272,9 +277,11 @@ class Link:
                 n = len(rp) + tn - nlp
                 h[3] = n >> 8
                 h[4] = n & 0xFF
-                if _HDR + n + b.m_yn > len(self.st) or \
-                        not self.q.put(h, rp, len(rp), tb, to + nlp, tn - nlp, b.m_yb, b.m_yo, b.m_yn):
-                    self.dropped += 1
+                if _HDR + n + b.m_yn > len(self.st):
+                    self.dropped += 1  # larger than the client's buffer
+                else:
+                    # Full (drop_new) or larger than the queue: put() counts it.
+                    self.q.put(h, rp, len(rp), tb, to + nlp, tn - nlp, b.m_yb, b.m_yo, b.m_yn)
                 return
 
     # ---- the link, once per poll pass ---------------------------------------------
@@ -311,6 +318,7 @@ class Link:
     def _connect(self):
         c = self.c
         log = self.b.log
+        sp = None
         try:
             sp = c.connect(clean_session=self.clean)
             if not self.subscribed:
@@ -328,18 +336,27 @@ class Link:
                 c.disconnect()
             except Exception:
                 pass
+            why = repr(e)
+            if sp is None and isinstance(e, MQTTException) and len(e.args) == 1:
+                # The CONNACK said no: name the reason (credentials, client id...).
+                k = V4_CONNACK.get(e.code, 0) if self.v5 else e.code
+                if 1 <= k <= 5:
+                    why = "refused by the upstream: %s (CONNACK code %d)" % (_REFUSED[k - 1], e.code)
             d = self.bmin * (1 << min(self.attempt, 16))
             if d > self.bmax:
                 d = self.bmax
             d = int(d * (512 + getrandbits(9)) // 1024 * 1000) if d else 0
             self.next_try = time.ticks_add(time.ticks_ms(), d)
             self.attempt += 1
-            if self.attempt == 1 or self.up:
-                log.warn("bridge %s: cannot connect to %s: %r (retrying with backoff)" % (self.name, self.where, e))
+            if self.attempt == 1 or self.up or why != self.why:
+                # Logged once per outage, and again when the reason changes.
+                log.warn("bridge %s: cannot connect to %s: %s (retrying with backoff)" % (self.name, self.where, why))
+            self.why = why
             if self.up is not False:
                 self._state(False)
             return
         self.attempt = 0
+        self.why = None
         r = c.connack_props.get(P.RECEIVE_MAXIMUM, 65535)
         self.win = r if r < self.inflight else self.inflight
         self.maxq = c.connack_props.get(P.MAXIMUM_QOS, 2)
