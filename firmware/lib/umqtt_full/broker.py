@@ -94,6 +94,7 @@ class Broker(Proto, Life, Router, Out):
         self.m_slot = -1
         self.m_from = -1
         self.m_hits = 0
+        self.m_full = False  # the message pool or retained table had no room
         self.dropped = 0
         self.received = 0
         self.sent = 0

@@ -4,9 +4,9 @@
 # CONNECT time, never per message.
 import sys
 
-# Defaults fit a 128 KB heap on the 64-bit Unix port with the modules compiled
-# from source (~18 KB stays free while serving); a board running .mpy or
-# frozen modules has room to raise them (docs/broker.md has the cost of each).
+# Defaults are small (about 37 KB of tables on the 64-bit Unix port); a board
+# running .mpy or frozen modules has room to raise them (boards/*/board.json;
+# docs/broker.md has the cost of each).
 DEFAULTS = {
     "max_clients": 5,        # connection slots (each: rx + tx buffer of max_packet)
     "max_sessions": 7,       # session slots, online + offline persistent ones

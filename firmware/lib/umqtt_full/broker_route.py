@@ -80,14 +80,25 @@ class Router:
         self.m_ret = pkt.retain
         self.m_exp = pkt.expiry
         self.m_from = c.sess
+        self.m_full = False
         if pkt.retain:
             self._retain()
         self._route()
         if qos and self.store:
             self.store.sync()  # persist_interval 0: on file before the ack
         if qos:
-            self._put_ack(c, codec.PUBACK if qos == 1 else codec.PUBREC, pkt.pid,
-                          0 if self.m_hits else 0x10)
+            rc = 0 if self.m_hits else 0x10
+            if self.m_full and c.version == 5:
+                # Not kept for every subscriber (or not retained): the
+                # publisher hears 0x97 quota exceeded. A QoS 2 flow ends at
+                # an error PUBREC [MQTT-4.3.3], so its id is released now.
+                rc = 0x97
+                if qos == 2:
+                    k = s.rx_has(pkt.pid)
+                    if k >= 0:
+                        s.r_n -= 1
+                        s.r_pid[k] = s.r_pid[s.r_n]
+            self._put_ack(c, codec.PUBACK if qos == 1 else codec.PUBREC, pkt.pid, rc)
 
     def _allowed(self, acl, need, tb, to, tn):
         ok = False
@@ -143,10 +154,12 @@ class Router:
         if not self.m_yn:
             return
         if free < 0:
+            self.m_full = True
             self.log.warn("retained table full (%d): message on %s not retained" % (len(ret), bytes(self.m_tb[self.m_to:self.m_to + tn])))
             return
         i = self._store()
         if i < 0:
+            self.m_full = True
             self.log.warn("message pool full: retained message not kept")
             return
         pool.hold(i)
@@ -262,6 +275,7 @@ class Router:
             return
         i = self._store()
         if i < 0:
+            self.m_full = True
             s.dropped += 1
             self.dropped += 1
             self.log.warn("%s: message pool full (%d slots), QoS %d message dropped" % (s.cid, self.pool.n, q))
