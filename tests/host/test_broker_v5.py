@@ -7,7 +7,7 @@ import struct
 import time
 
 from test_broker_helpers import (broker_factory, Raw, Paho, subscribe, publish,  # noqa: F401
-                                 ack, publish_fields)
+                                 ack, publish_fields, varint)
 
 
 def prop_dict(pr):
@@ -314,3 +314,38 @@ print("RI", c.response_info)
 c.disconnect()
 """ % b.port, heap="128K")
     assert "RI reply/me/" in out.stdout
+
+
+def test_overlapping_v5_subscriptions_one_copy_highest_qos_every_id(broker_factory):
+    # [MQTT-3.3.4-3..5]: one copy at the highest granted QoS that carries the
+    # subscription identifier of every matching subscription.
+    b = broker_factory()
+    s = Raw(b.port)
+    s.connect("over", 5)
+    for pid, f, q, sid in ((1, "o/#", 1, 7), (2, "o/+", 2, 300), (3, "+/x", 0, 9)):
+        s.send(subscribe(pid, [(f, q)], v=5, sprops=b"\x0b" + varint(sid)))
+        assert s.read() == (0x90, bytes([0, pid, 0, q]))
+    p = Raw(b.port)
+    p.connect("pub", 4)
+    p.send(publish("o/x", b"once", qos=2, pid=5))
+    assert p.read()[0] == 0x50
+    first, body = s.read()
+    assert first & 0x06 == 0x04  # QoS 2: the highest of 1, 2, 0
+    topic, pid, pr, payload = publish_fields(body, 2, 5)
+    assert (topic, payload) == (b"o/x", b"once")
+    ids = []
+    i = 0
+    while i < len(pr):
+        assert pr[i] == 0x0B, pr
+        i += 1
+        v, shift = 0, 0
+        while True:
+            c = pr[i]
+            i += 1
+            v |= (c & 0x7F) << shift
+            shift += 7
+            if not c & 0x80:
+                break
+        ids.append(v)
+    assert sorted(ids) == [7, 9, 300]
+    assert s.nothing(0.4)  # one copy only

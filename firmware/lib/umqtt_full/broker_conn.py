@@ -9,6 +9,7 @@ PENDING = 1     # accepted, waiting for CONNECT
 ONLINE = 2
 ZOMBIE = 3      # closed in the loop; the socket is released after the poll pass
 REFUSE = 4      # a connection past max_clients, answered then closed
+_NSID = 4       # subscription ids kept per message (broker.py has the same)
 
 
 class Conn:
@@ -93,14 +94,15 @@ class Session:
         self.f_state = bytearray(nflight)
         self.f_qos = bytearray(nflight)
         self.f_flags = bytearray(nflight)   # bit 0 retain, bit 1 dup
-        self.f_sid = array("I", [0] * nflight)
+        # Subscription ids, _NSID per entry (0: none) [MQTT-3.3.4-5].
+        self.f_sid = array("I", [0] * (nflight * _NSID))
         self.f_n = 0
         # Queue: ring of pool slots with the QoS/flags/sub id to send them with.
         self.depth = depth
         self.q_slot = array("h", [-1] * depth)
         self.q_qos = bytearray(depth)
         self.q_flags = bytearray(depth)
-        self.q_sid = array("I", [0] * depth)
+        self.q_sid = array("I", [0] * (depth * _NSID))
         self.q_head = 0
         self.q_n = 0
         # Inbound QoS 2 packet ids between PUBREC and PUBREL.

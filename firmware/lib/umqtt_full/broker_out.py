@@ -83,7 +83,7 @@ class Out:
                 st = s.f_state[k]
                 if st == 5:
                     r = self._send_slot(c, s, s.f_slot[k], s.f_qos[k], s.f_pid[k],
-                                        s.f_flags[k], s.f_sid[k])
+                                        s.f_flags[k], s.f_sid, k * _NSID)
                     if not r:
                         return
                     if r == 1:
@@ -99,7 +99,7 @@ class Out:
             i = s.q_slot[h]
             q = s.q_qos[h]
             if q == 0:
-                r = self._send_slot(c, s, i, 0, 0, s.q_flags[h], s.q_sid[h])
+                r = self._send_slot(c, s, i, 0, 0, s.q_flags[h], s.q_sid, h * _NSID)
                 if not r:
                     return
                 pool.release(i)
@@ -112,11 +112,14 @@ class Out:
                 s.f_slot[k] = i  # the queue's reference moves to the flight entry
                 s.f_qos[k] = q
                 s.f_flags[k] = s.q_flags[h]
-                s.f_sid[k] = s.q_sid[h]
+                fs = s.f_sid
+                qs = s.q_sid
+                for j in range(_NSID):
+                    fs[k * _NSID + j] = qs[h * _NSID + j]
                 s.f_pid[k] = self._pid(s)
                 s.f_state[k] = 5
                 s.f_n += 1
-                r = self._send_slot(c, s, i, q, s.f_pid[k], s.q_flags[h], s.q_sid[h])
+                r = self._send_slot(c, s, i, q, s.f_pid[k], s.q_flags[h], fs, k * _NSID)
                 if r == 1:
                     s.f_state[k] = 1
                 elif r:
@@ -146,19 +149,30 @@ class Out:
             if free:
                 return p
 
-    def _send_slot(self, c, s, i, q, pid, flags, sid):
+    def _send_slot(self, c, s, i, q, pid, flags, ids, base):
+        # A stored message to s; its subscription ids are ids[base:base+_NSID],
+        # put where _put_pub takes a routed message's ids from (h_sid).
         pool = self.pool
         exp = pool.exp[i]
         if exp >= 0:
             exp -= self.secs
             if exp <= 0:
                 return 3
+        o = s.idx
+        hs = self.h_sid
+        n = 0
+        for j in range(_NSID):
+            v = ids[base + j]
+            if v:
+                hs[o * _NSID + n] = v
+                n += 1
+        self.h_nsid[o] = n
         b = pool.bufs[i]
         tn = pool.tn[i]
         pn = pool.pn[i]
-        return self._put_pub(c, s.idx, b, 0, tn, b, tn, tn + pn, False,
+        return self._put_pub(c, o, b, 0, tn, b, tn, tn + pn, False,
                              b, tn + pn, pool.ln[i], exp, q, pid, flags & 1,
-                             sid, flags & 2)
+                             -1, flags & 2)
 
     def _on_ack(self, c, t, pkt):
         s = self.sess[c.sess]

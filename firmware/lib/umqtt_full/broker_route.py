@@ -280,8 +280,6 @@ class Router:
             self.dropped += 1
             self.log.warn("%s: message pool full (%d slots), QoS %d message dropped" % (s.cid, self.pool.n, q))
             return
-        if sid < 0:
-            sid = self.h_sid[o * _NSID] if self.h_nsid[o] else 0
         self._enqueue(s, i, q, 1 if retain else 0, sid, True)
 
     def _enqueue(self, s, i, q, flags, sid, live):
@@ -301,7 +299,19 @@ class Router:
         s.q_slot[k] = i
         s.q_qos[k] = q
         s.q_flags[k] = flags
-        s.q_sid[k] = sid
+        # Subscription ids: sid >= 0 one id (0: none), -1 the ids gathered
+        # for this session in h_sid by the route.
+        qs = s.q_sid
+        b = k * _NSID
+        if sid >= 0:
+            qs[b] = sid
+            n = 1
+        else:
+            n = self.h_nsid[s.idx]
+            for j in range(n):
+                qs[b + j] = self.h_sid[s.idx * _NSID + j]
+        for j in range(n, _NSID):
+            qs[b + j] = 0
         s.q_n += 1
         self.pool.hold(i)
         if s.conn is not None:
