@@ -137,3 +137,28 @@ def test_deploy_then_reset_starts_the_broker(tmp_path, paho_client):
         pub.publish("up/yes", b"1", qos=1)
         assert [m.payload for m in sub.wait_for(1, timeout=5)] == [b"1"]
         assert "main: broker on port %d" % port in vb.console_text()
+
+
+def test_make_run_serves_on_the_given_port(paho_client):
+    # The README's first command, as typed.
+    import os
+    import signal
+    from support.harness import free_port, wait_port
+    port = free_port()
+    p = subprocess.Popen(["make", "-s", "run", "PORT=%d" % port], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port("127.0.0.1", port, timeout=60, proc=p)
+        sub = paho_client("127.0.0.1", port, protocol=4, client_id="s")
+        sub.subscribe("run/#", qos=1)
+        pub = paho_client("127.0.0.1", port, protocol=5, client_id="p")
+        pub.publish("run/x", b"up", qos=1)
+        assert [m.payload for m in sub.wait_for(1, timeout=5)] == [b"up"]
+    finally:
+        os.killpg(p.pid, signal.SIGINT)
+        try:
+            out = p.communicate(timeout=10)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out = p.communicate()[0].decode(errors="replace")
+    assert "listening on 127.0.0.1:%d" % port in out, out
