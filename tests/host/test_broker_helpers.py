@@ -72,6 +72,7 @@ class Broker:
         raise AssertionError("%r not in broker log:\n%s" % (text, self.log()[-3000:]))
 
     def stop(self):
+        self.stopped = True  # on purpose: not a crash
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
@@ -92,7 +93,7 @@ def broker_factory(tmp_path):
 
     yield make
     for b in made:
-        ok = b.alive()
+        ok = b.alive() or getattr(b, "stopped", False)
         b.stop()
         print("--- broker log ---\n" + b.log()[-6000:])
         assert ok, "broker died:\n" + b.log()[-3000:]

@@ -531,12 +531,19 @@ def test_dashboard_in_headless_chromium(broker_factory, node_modules, tmp_path):
         tcp.pub("sensors/room1/hum", b"40", qos=0, retain=True)
         tcp.pub("sensors/room1/temp", b"21.5", qos=1)
         done = json.loads(p.stdout.readline() or "{}")
+        tcp_msgs = tcp.wait(1)
+        tcp.stop()
+        # The broker goes away: the page says so.
+        b.stop()
+        p.stdin.write("lost?\n")
+        p.stdin.flush()
+        lost = json.loads(p.stdout.readline() or "{}")
+        p.stdin.close()
         p.wait(30)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait(5)
-        tcp_msgs = tcp.wait(1)
         tcp.stop()
     assert done.get("ev") == "done", (done, p.stderr.read())
     assert done["seen"] == "21.5" and done["status"] == "connected"
@@ -544,6 +551,12 @@ def test_dashboard_in_headless_chromium(broker_factory, node_modules, tmp_path):
     # Everything the page loaded came from the broker: no CDN, no internet.
     assert done["requests"] and all(r.startswith(url) for r in done["requests"]), done["requests"]
     assert [(m.topic, m.payload, m.qos) for m in tcp_msgs] == [("dash/cmd", b"light on", 1)]
+    # The tree: the retained value, the live one, and what the page published itself.
+    tree = done["tree"]
+    assert tree.get("sensors/room1/hum") == "40" and tree.get("sensors/room1/temp") == "21.5", tree
+    assert tree.get("dash/cmd") == "light on", tree
+    assert done["count"].startswith("%d topic" % len(tree)), (done["count"], tree)
+    assert lost.get("ev") == "lost" and lost["status"] != "connected", lost
     assert shot.stat().st_size > 5000
     os.makedirs(ART, exist_ok=True)
     with open(os.path.join(ART, ".gitignore"), "w") as f:

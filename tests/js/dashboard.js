@@ -3,7 +3,10 @@
 // page's form and keeps a screenshot. Driven by tests/host/test_ws.py.
 // argv: pageURL expectTopic expectValue pubTopic pubPayload screenshot.png userDataDir
 // stdout: JSON lines: {"ev": "ready"} once connected (then the test publishes),
-// {"ev": "done", ...} at the end, {"ev": "error", ...} on failure.
+// {"ev": "done", ...} with the topic tree as the page shows it; then a line
+// "lost?" on stdin (after the test stopped the broker) answers {"ev": "lost",
+// status} once the page's status leaves "connected"; {"ev": "error", ...} on
+// failure.
 "use strict";
 const {chromium} = require("playwright-core");
 const readline = require("readline");
@@ -38,11 +41,27 @@ async function main() {
     await page.click("#pb");
     await page.waitForFunction(() => /acked/.test(document.getElementById("log").textContent), null, {timeout: 10000});
     await page.screenshot({path: shot, fullPage: true});
-    out({ev: "done", seen, status: await page.textContent("#st"), requests, errors});
+    const tree = await page.evaluate(() => {
+      const t = {};
+      for (const li of document.querySelectorAll("li[data-topic]")) {
+        const v = li.querySelector(":scope > .v");
+        if (v) t[li.dataset.topic] = v.textContent;
+      }
+      return t;
+    });
+    out({ev: "done", seen, status: await page.textContent("#st"), requests, errors, tree,
+         count: await page.textContent("#cnt")});
+    for await (const line of lines) {
+      if (line.trim() !== "lost?") continue;
+      await page.waitForFunction(() => document.getElementById("st").textContent !== "connected", null,
+                                 {timeout: 15000});
+      out({ev: "lost", status: await page.textContent("#st")});
+      break;
+    }
   } finally {
     await ctx.close();
   }
 }
 
-readline.createInterface({input: process.stdin}).on("close", () => {});
+const lines = readline.createInterface({input: process.stdin});
 main().then(() => process.exit(0), e => { out({ev: "error", message: String(e && e.stack || e)}); process.exit(1); });
