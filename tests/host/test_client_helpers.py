@@ -157,10 +157,11 @@ class Proxy:
     # slow down. Slow: `delay` s added to every chunk's trip in each direction
     # (a latency: chunks keep flowing while earlier ones wait), and/or `rate`
     # bytes per second in each direction, written in pieces of rate/50 bytes
-    # with TCP_NODELAY (so packets arrive in parts). Set delay/rate at any
-    # time: a connection accepted while either is set is a slow one and reads
-    # them for every chunk; a connection accepted with both 0 is forwarded
-    # directly, as before. up_total/down_total count forwarded bytes.
+    # with TCP_NODELAY (so packets arrive in parts); `delay_down`/`rate_down`,
+    # when not None, replace them for the broker->client direction. Set them
+    # at any time: a connection accepted while delay or rate is set is a slow
+    # one and reads them for every chunk; a connection accepted with both 0
+    # is forwarded directly, as before. up_total/down_total count bytes.
     SLOW_BUFFER = 65536  # bytes a slow direction holds before it stops reading
 
     def __init__(self, target_port, delay=0.0, rate=0):
@@ -171,11 +172,14 @@ class Proxy:
         self.ls.listen(8)
         self.port = self.ls.getsockname()[1]
         self.conns = []
+        self.held = {}  # slow connections: {(src, up): [bytes waiting]}
         self.accepted = 0
         self.stalled = False
         self.refuse = False
         self.delay = delay
         self.rate = rate
+        self.delay_down = None
+        self.rate_down = None
         self.cut_after = None  # cut when this many client->broker bytes have passed
         self.up_bytes = 0
         self.up_total = 0  # client->broker bytes forwarded
@@ -253,6 +257,7 @@ class Proxy:
         q = collections.deque()
         cv = threading.Condition()
         st = {"eof": False, "held": 0, "dead": False}
+        self.held[(src, up)] = st
 
         def writer():
             nxt = time.monotonic()
@@ -271,7 +276,7 @@ class Proxy:
                         time.sleep(w)
                     while self.stalled:
                         time.sleep(0.01)
-                    rate = self.rate
+                    rate = self.rate if up or self.rate_down is None else self.rate_down
                     if not rate:
                         dst.sendall(d)
                         continue
@@ -305,7 +310,8 @@ class Proxy:
                         cv.wait(0.05)
                     if st["dead"]:
                         break
-                    q.append((time.monotonic() + self.delay, d))
+                    delay = self.delay if up or self.delay_down is None else self.delay_down
+                    q.append((time.monotonic() + delay, d))
                     st["held"] += len(d)
                     cv.notify_all()
         except OSError:
@@ -313,6 +319,10 @@ class Proxy:
         with cv:
             st["eof"] = True
             cv.notify_all()
+
+    def up_held(self):
+        # Client->broker bytes waiting in slow connections now.
+        return sum(st["held"] for (src, up), st in list(self.held.items()) if up and not st["dead"])
 
     def cut(self):
         with self.lock:

@@ -1,6 +1,7 @@
 # Keepalive, dead-link detection, persistent sessions with resend, exactly-once
-# QoS 2 across link cuts (a proxy in the test), and robust reconnect with the
-# offline ring after mosquitto is killed and restarted on the same port.
+# QoS 2 across link cuts and over slow links (a proxy in the test), and robust
+# reconnect with the offline ring after mosquitto is killed and restarted on
+# the same port.
 import threading
 import time
 
@@ -254,3 +255,113 @@ except OSError as e:
 print("R fast", time.ticks_diff(time.ticks_ms(), t0) < 3000)
 """ % mosq.port)
     assert results(out) == {"err": "107", "fast": "True"}
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_slow_link_qos1_qos2(mosq, proxy_factory, v):
+    # Our client publishing and our client subscribing, each through its own
+    # slow link to mosquitto: 50 ms added each way and 6 KB/s each way, so
+    # every 300-byte PUBLISH arrives in 120-byte pieces; the publisher
+    # pipelines one every 60 ms (~85% of the link). Halfway, the publisher's
+    # downlink gets 1.5 s: its PUBLISHes still reach mosquitto, but the
+    # PUBACKs/PUBRECs come later than its 1 s ack timeout, so its window of
+    # 8 fills, it declares the link dead and its reconnects time out (the
+    # CONNACK is late too); and the subscriber's link gets 1.5 s each way.
+    # After at least 2 s, once the publisher has tried a new connection, the
+    # subscriber's slow link breaks (cut) with PUBRECs of QoS 2 messages it
+    # has delivered still on their way (its keepalive alone does not always
+    # end it: PINGRESPs to earlier pings keep arriving), and the delays drop
+    # back. Both resume their persistent sessions: the publisher resends
+    # what is in flight with DUP (or as PUBREL); mosquitto resends to the
+    # subscriber QoS 2 messages it has delivered, which it must recognise by
+    # packet id and not deliver again. The subscriber must get every QoS 1
+    # message at least once and every QoS 2 message exactly once.
+    pa = proxy_factory(mosq.port)
+    pb = proxy_factory(mosq.port)
+    for px in (pa, pb):
+        px.delay, px.rate = 0.05, 6000
+    n = 40
+    common = ("version=%d, reconnect=True, backoff_min=0.05, backoff_max=0.3, timeout=1, %s"
+              % (v, persistent(v)))
+    sub = start_mpy("""
+import time
+from umqtt_full import MQTTClient
+got = []
+c = MQTTClient("slsub%(v)d", "127.0.0.1", %(port)d, keepalive=1, %(common)s)
+c.set_callback(lambda t, m: got.append((t, m[:3])))
+c.connect(clean_session=%(clean)s)
+c.subscribe(b"sl/#", 2)
+print("READY")
+sock = c.sock
+links = 1
+t0 = time.ticks_ms()
+while len(set(got)) < %(n)d and time.ticks_diff(time.ticks_ms(), t0) < 13000:
+    c.wait_msg(0.2)
+    if c.sock is not None and c.sock is not sock:
+        sock = c.sock
+        links += 1
+c.wait_msg(1)  # a late duplicate would show here
+print("R links", links)
+print("R q1", sorted(int(m) for t, m in got if t == b"sl/q1"))
+print("R q2", sorted(int(m) for t, m in got if t == b"sl/q2"))
+c.disconnect()
+""" % dict(v=v, port=pb.port, common=common, clean=clean(v), n=n))
+    assert sub.stdout.readline().strip() == "READY"
+    pub = start_mpy("""
+import time
+from umqtt_full import MQTTClient
+c = MQTTClient("slpub%(v)d", "127.0.0.1", %(port)d, keepalive=5, inflight=8, offline_buffer=8192,
+               %(common)s)
+t0 = time.ticks_ms()
+c.connect(clean_session=%(clean)s)
+print("R connect_ms", time.ticks_diff(time.ticks_ms(), t0))
+sock = c.sock
+links = 1
+def count():
+    global sock, links
+    if c.sock is not None and c.sock is not sock:
+        sock = c.sock
+        links += 1
+t0 = time.ticks_ms()
+for i in range(%(n)d):
+    c.publish(b"sl/q%%d" %% (1 + i %% 2), b"%%03d" %% i + b"." * 297, qos=1 + i %% 2, wait=False)
+    c.check_msg()
+    count()
+    if i == %(n)d // 2:
+        print("HALF")        # the test slows the downlink now
+    time.sleep_ms(60)
+while c.inflight() or c.queued():
+    c.wait_msg(0.2)
+    count()
+print("R done", c.inflight(), c.queued())
+print("R links", links)
+print("R ms", time.ticks_diff(time.ticks_ms(), t0))
+c.disconnect()
+""" % dict(v=v, port=pa.port, common=common, clean=clean(v), n=n))
+    rp = results(pub.stdout.readline())
+    assert pub.stdout.readline().strip() == "HALF"
+    t0 = time.monotonic()
+    pa.delay_down = 1.5               # acks (and CONNACKs) later than the 1 s timeout
+    pb.delay = 1.5
+    while (pa.accepted < 2 or time.monotonic() - t0 < 2) and time.monotonic() - t0 < 8:
+        time.sleep(0.05)
+    slow = time.monotonic() - t0
+    held = pb.up_held()
+    pb.cut()
+    pa.delay_down = None
+    pb.delay = 0.05
+    assert pa.accepted >= 2, "the publisher tried no new connection in 8 s of late acks"
+    rp.update(results(finish(pub, 30)))
+    rs = results(finish(sub, 30))
+    print("slow link v%d: CONNECT..CONNACK %s ms; 1.5 s delays for %.1f s, then the subscriber's "
+          "link cut with %d bytes on their way up; publisher done in %s ms on %s links (%d tried, "
+          "%d/%d bytes up/down), subscriber on %s links (%d tried)"
+          % (v, rp["connect_ms"], slow, held, rp["ms"], rp["links"], pa.accepted, pa.up_total,
+             pa.down_total, rs["links"], pb.accepted))
+    assert rp["done"] == "0 0"
+    assert int(rp["links"]) > 1 and int(rs["links"]) > 1, "a client did not reconnect"
+    assert int(rp["connect_ms"]) >= 100, "the link was not slow"   # 50 ms each way
+    q1 = [int(x) for x in rs["q1"].strip("[]").split(",") if x.strip()]
+    q2 = [int(x) for x in rs["q2"].strip("[]").split(",") if x.strip()]
+    assert set(q1) == set(range(0, n, 2))            # QoS 1: at least once
+    assert q2 == list(range(1, n, 2))                # QoS 2: exactly once
