@@ -197,7 +197,9 @@ def test_valid_packets_are_answered(fz, v, data):
         assert k < len(answers), "no %d for pid %s in %r (sent %r)" % (t, pid, pk, sent)
         body = answers[k][1]
         if t in (F.PUBACK, F.PUBREC):
-            assert len(body) == 2 or body[2] in (0, 0x10), body
+            # 0x97: not kept for a subscriber or not retained (pool or
+            # retained table full; fuzzed retained topics fill the table).
+            assert len(body) == 2 or body[2] in (0, 0x10, 0x97), body
         if t == F.PUBCOMP:  # PUBREL for an id we never sent: 0x92 (v5)
             assert len(body) == 2 or body[2] == 0x92, body
         if t == F.SUBACK:
