@@ -1,6 +1,8 @@
 # MQTT 5 features against mosquitto: server-assigned id and keepalive, topic
-# aliases, Maximum Packet Size both ways, Receive Maximum, will properties and
-# delay, subscription options, properties both ways, reason codes, AUTH
+# aliases (and their cap at the server's Topic Alias Maximum, seen on the
+# wire), Maximum Packet Size both ways, Receive Maximum, will properties and
+# delay, subscription options, properties both ways (every request/response
+# property in the callback, respond(), Message.props()), reason codes, AUTH
 # refusal, request/response. Plus the 3.1.1 oversized-packet drain policy.
 import os
 import signal
@@ -9,7 +11,7 @@ import time
 
 import pytest
 
-from test_client_helpers import (run_mpy, start_mpy, finish, results, Collector, paho,
+from test_client_helpers import (run_mpy, start_mpy, finish, results, Collector, paho, Proxy,
                                  mosquitto_factory, mosq, proxy_factory)  # noqa: F401
 
 
@@ -53,6 +55,97 @@ c.disconnect()
             assert m[0] == "%s/%d" % (topic, int(m[1]) % 3)
     # 97 publishes of 3 repeated 64-byte topics carry an alias instead of the topic
     assert sizes[0] - sizes[8] > 90 * 55
+
+
+class CaptureProxy(Proxy):
+    # The test's proxy, also keeping every client->broker byte.
+    def __init__(self, port):
+        self.captured = bytearray()
+        super().__init__(port)
+
+    def _count(self, d, up):
+        if up:
+            self.captured += d
+        return super()._count(d, up)
+
+
+def _publishes(data):
+    # [(topic, topic alias or 0, payload)] of the v5 PUBLISH packets in a byte stream.
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.packettypes import PacketTypes
+    out = []
+    i = 0
+    while i < len(data):
+        first = data[i]
+        rl, mul, j = 0, 1, i + 1
+        while True:
+            b = data[j]
+            j += 1
+            rl += (b & 0x7F) * mul
+            mul *= 128
+            if not b & 0x80:
+                break
+        body = bytes(data[j:j + rl])
+        assert len(body) == rl, "truncated capture"
+        i = j + rl
+        if first >> 4 != 3:
+            continue
+        tn = body[0] << 8 | body[1]
+        k = 2 + tn + (2 if (first >> 1) & 3 else 0)
+        pr = Properties(PacketTypes.PUBLISH)
+        pr.unpack(body[k:])
+        n = len(pr.pack())  # the property length prefix and properties
+        out.append((body[2:2 + tn].decode(), getattr(pr, "TopicAlias", 0), body[k + n:]))
+    return out
+
+
+def test_outgoing_topic_alias_capped_by_server_maximum(mosquitto_factory):
+    # mosquitto configured with max_topic_alias 2 (our table holds 8): with six
+    # topics published in turn, the aliases on the wire are only 1 and 2, each
+    # set with its topic before it is used alone, and mosquitto (which would
+    # disconnect a client over its maximum) delivers every message under its
+    # right topic.
+    m = mosquitto_factory("max_topic_alias 2")
+    px = CaptureProxy(m.port)
+    col = Collector(m.port, "cap/#", version=5)
+    try:
+        out = run_mpy("""
+from umqtt_full import MQTTClient, props as P
+c = MQTTClient("cap", "127.0.0.1", %d, version=5, topic_alias_out=8)
+c.connect()
+print("R max", c.connack_props.get(P.TOPIC_ALIAS_MAXIMUM), c._aout_max)
+for i in range(120):
+    c.publish(b"cap/topic/%%d" %% (i %% 6), b"%%d" %% i, qos=i %% 2, wait=False)
+c.flush()
+c.publish(b"cap/topic/1", b"end", qos=1)
+print("R up", c.is_connected())
+c.disconnect()
+""" % px.port)
+        msgs = col.wait(121)
+    finally:
+        px.close()
+        col.close()
+    r = results(out)
+    assert r["max"] == "2 2"
+    assert r["up"] == "True"
+    pubs = _publishes(px.captured)
+    assert len(pubs) == 121
+    known = {}
+    for topic, alias, payload in pubs:
+        assert 0 <= alias <= 2, (topic, alias)
+        if alias and topic:
+            known[alias] = topic             # alias set (or reset) with its topic
+        elif alias:
+            assert alias in known, alias     # alias alone: set before on this link
+            topic = known[alias]
+        if payload != b"end":
+            assert topic == "cap/topic/%d" % (int(payload) % 6)
+    assert sorted(known) == [1, 2]
+    assert sum(1 for t, a, _ in pubs if a and not t) > 30  # the aliases are really used
+    assert len(msgs) == 121
+    for topic, payload, *_ in msgs:
+        if payload != b"end":
+            assert topic == "cap/topic/%d" % (int(payload) % 6)
 
 
 def test_maximum_packet_size_both_ways(mosquitto_factory):
@@ -319,3 +412,87 @@ for i in range(3):
     pc.loop_stop()
     r = results(out)
     assert r == {"r0": "b'echo:ping0'", "r1": "b'echo:ping1'", "r2": "b'echo:ping2'"}
+
+
+def test_receive_properties_respond_and_zero_copy_props(mosq):
+    # paho publishes two requests to our client through mosquitto with payload
+    # format indicator, message expiry, content type, response topic,
+    # correlation data and a user property. The first goes to a
+    # set_callback(cb, props=True) callback, which answers with respond(p, ...,
+    # qos=1); the second to a zero-copy callback, which reads Message.props()
+    # and answers with respond(m.props(), ...). paho sees both answers on the
+    # response topic with the request's correlation data.
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.packettypes import PacketTypes
+    col = Collector(mosq.port, "rq/reply", version=5)
+    p = start_mpy("""
+from umqtt_full import MQTTClient, props as P
+got = []
+def cb(t, m, p):
+    got.append((t, m, p))
+    c.respond(p, b"re:" + m, qos=1)
+def zcb(m):
+    p = m.props()
+    got.append((m.topic(), m.payload(), p))
+    c.respond(p, b"zc:" + m.payload())
+c = MQTTClient("rp", "127.0.0.1", %d, version=5, keepalive=30)
+c.set_callback(cb, props=True)
+c.connect()
+c.subscribe(b"rq/in", 1)
+print("READY")
+while len(got) < 1:
+    if c.wait_msg(5) is None:
+        break
+c.set_callback(zcb, zero_copy=True)
+print("NEXT")
+while len(got) < 2:
+    if c.wait_msg(5) is None:
+        break
+for i, (t, m, p) in enumerate(got):
+    print("R m%%d" %% i, t, m)
+    for k in sorted(p):
+        print("R p%%d_%%d" %% (i, k), repr(p[k]))
+c.flush()
+c.disconnect()
+""" % mosq.port)
+    pc = paho(mosq.port, version=5)
+    try:
+        assert p.stdout.readline().strip() == "READY"
+        pc.connect("127.0.0.1", mosq.port)
+        pc.loop_start()
+
+        def request(n, qos):
+            pp = Properties(PacketTypes.PUBLISH)
+            pp.PayloadFormatIndicator = 1
+            pp.MessageExpiryInterval = 60
+            pp.ContentType = "text/plain"
+            pp.ResponseTopic = "rq/reply"
+            pp.CorrelationData = b"\x00\xffc%d" % n
+            pp.UserProperty = [("req", str(n))]
+            pc.publish("rq/in", b"req%d" % n, qos=qos, properties=pp).wait_for_publish(5)
+
+        request(1, 1)
+        assert p.stdout.readline().strip() == "NEXT"
+        request(2, 2)
+        out = finish(p)
+        replies = col.wait(2, 10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        pc.loop_stop()
+        pc.disconnect()
+        col.close()
+    r = results(out)
+    for i, n in ((0, 1), (1, 2)):
+        assert r["m%d" % i] == "b'rq/in' b'req%d'" % n
+        assert r["p%d_1" % i] == "1"                                # payload format: UTF-8
+        assert 55 <= int(r["p%d_2" % i]) <= 60                      # message expiry left
+        assert r["p%d_3" % i] == "'text/plain'"
+        assert r["p%d_8" % i] == "'rq/reply'"                       # response topic
+        assert r["p%d_9" % i] == repr(b"\x00\xffc%d" % n)           # correlation data
+        assert r["p%d_38" % i] == "[('req', '%d')]" % n
+        assert sorted(k for k in r if k.startswith("p%d_" % i)) == \
+            ["p%d_%d" % (i, k) for k in (1, 2, 3, 38, 8, 9)]       # nothing else
+    assert [(m[0], m[1], m[2], getattr(m[4], "CorrelationData", None)) for m in replies] == [
+        ("rq/reply", b"re:req1", 1, b"\x00\xffc1"),
+        ("rq/reply", b"zc:req2", 0, b"\x00\xffc2")]
