@@ -28,7 +28,7 @@
 # offline_buffer/offline_policy (ring bytes; ring.DROP_OLDEST/DROP_NEW/ERROR),
 # topic_alias_out/topic_alias_in/alias_topic_max (v5 alias tables),
 # connect_props (extra v5 CONNECT properties).
-from .core import Core, micropython, put  # first: compiles while the heap is still unfragmented
+from .core import Core, micropython, q0_pack  # first: compiles while the heap is still unfragmented
 import time
 from random import getrandbits
 from .errors import MQTTException, PROTOCOL_ERROR, QOS_UNSUPPORTED, RETAIN_UNSUPPORTED
@@ -118,26 +118,10 @@ class MQTTClient(Core):
             s = self._t.sock
             tx = self._tx
             tn = len(topic)
-            rl = 2 + tn + pv + len(msg)
-            o = 2 if rl < 128 else 3 if rl < 16384 else 0
-            if s is not None and tn and o and o + rl <= len(tx):
-                tx[0] = 0x31 if retain else 0x30
-                if o == 2:
-                    tx[1] = rl
-                else:
-                    tx[1] = rl & 0x7F | 0x80
-                    tx[2] = rl >> 7
-                tx[o] = tn >> 8
-                tx[o + 1] = tn & 0xFF
-                o += 2
-                put(tx, o, topic, tn)
-                o += tn
-                if pv:
-                    tx[o] = 0  # v5: no properties
-                    o += 1
-                n = len(msg)
-                put(tx, o, msg, n)
-                n += o
+            mn = len(msg)
+            rl = 2 + tn + pv + mn
+            if s is not None and tn and rl < 16384 and rl + 3 <= len(tx):
+                n = q0_pack(tx, 0x31 if retain else 0x30, topic, tn, pv, msg, mn)
                 try:
                     k = s.write(tx, n)
                 except OSError:

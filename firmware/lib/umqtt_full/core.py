@@ -10,7 +10,6 @@ except ImportError:  # CPython: the decorators do nothing
 from .errors import (MQTTException, MALFORMED, PROTOCOL_ERROR, PACKET_TOO_LARGE,
                      RECEIVE_MAX_EXCEEDED, TOPIC_ALIAS_INVALID, PID_NOT_FOUND,
                      CONTINUE_AUTH, UNSPECIFIED)
-from .topic import _scan
 from .codec import (Packet, decode, encode_publish, encode_ack, encode_ping,
                     encode_disconnect, encode_auth, publish_props)
 from . import props as P
@@ -268,8 +267,6 @@ class Core:
                         return self._oversize(i - h, rl)
                     if h + need <= t:
                         self._rh = h + need
-                        self._last_rx = ticks_ms()
-                        self._ping_out = False
                         try:
                             return decode(self._pkt, rx, h, h + need, self.version)
                         except MQTTException as e:
@@ -285,32 +282,22 @@ class Core:
     @micropython.native
     def _q0rx(self):
         # The commonest packet, fused: a whole QoS 0 PUBLISH without
-        # properties already in rx, for a cb(topic, msg) callback. The same
-        # checks as decode(); anything else goes the general way.
-        h = self._rh
-        rx = self._rx
-        e = self._rt
-        if e - h < 5 or rx[h] & 0xFE != 0x30 or self._cb_mode or self._rr_corr is not None:
-            return 0
-        e = h + 2 + rx[h + 1]
-        if rx[h + 1] > 127 or e > self._rt:
-            return 0
-        tn = rx[h + 2] << 8 | rx[h + 3]
-        p = h + 4 + tn
-        if self.version >= 5:
-            if p >= e or rx[p]:
-                return 0
-            p += 1
-        if not tn or p > e or _scan(rx, h + 4, tn):
+        # properties already in rx, for a cb(topic, msg) callback. q0_find
+        # makes the same checks as decode(); anything else goes the general way.
+        if self._cb_mode or self._rr_corr is not None:
             return 0
         cb = self.cb
         if cb is None:
             return 0
+        h = self._rh
+        r = q0_find(self._rx, h, self._rt, self.version >= 5)
+        if not r:
+            return 0
+        e = r >> 15
+        p = r & 0x7FFF
         self._rh = e
-        self._last_rx = ticks_ms()
-        self._ping_out = False
         m = self._rxm
-        cb(bytes(m[h + 4:h + 4 + tn]), bytes(m[p:e]))
+        cb(bytes(m[h + 4:p]), bytes(m[p + (self.version >= 5):e]))
         return 3
 
     @micropython.native
@@ -343,7 +330,10 @@ class Core:
         self._rh = h
         self._rt = t + k
         if k:
-            self._rd_t = ticks_ms()
+            # Bytes in: the link is alive (keepalive) and any ping answered
+            # or overtaken; per read, not per packet.
+            self._rd_t = self._last_rx = ticks_ms()
+            self._ping_out = False
         return k
 
     def _read_all(self, view, n, off):
@@ -572,19 +562,73 @@ try:
                 buf[dst + i] = buf[src + i]
                 i -= 1
     @micropython.viper
-    def put(dst: ptr8, off: int, src: ptr8, n: int):
-        # dst[off:off + n] = src without the slice object native code allocates.
+    def q0_pack(tx: ptr8, first: int, topic: ptr8, tn: int, pv: int, msg: ptr8, mn: int) -> int:
+        # A whole QoS 0 PUBLISH (no properties) into tx in one call; the
+        # caller has checked it fits and is under 16384 bytes. Returns its size.
+        rl = 2 + tn + pv + mn
+        tx[0] = first
+        if rl < 128:
+            tx[1] = rl
+            o = 2
+        else:
+            tx[1] = (rl & 0x7F) | 0x80
+            tx[2] = rl >> 7
+            o = 3
+        tx[o] = tn >> 8
+        tx[o + 1] = tn & 0xFF
+        o += 2
         i = 0
-        while i < n:
-            dst[off + i] = src[i]
+        while i < tn:
+            tx[o + i] = topic[i]
             i += 1
+        o += tn
+        if pv:
+            tx[o] = 0
+            o += 1
+        i = 0
+        while i < mn:
+            tx[o + i] = msg[i]
+            i += 1
+        return o + mn
+
+    @micropython.viper
+    def q0_find(rx: ptr8, h: int, t: int, v5: int) -> int:
+        # A whole QoS 0 PUBLISH (retain either way, v5 without properties) at
+        # rx[h:t] with an ASCII topic free of wildcards and NUL: returns
+        # end << 15 | end of topic, else 0 (the general decoder decides).
+        if t - h < 5 or (rx[h] & 0xFE) != 0x30 or rx[h + 1] > 127:
+            return 0
+        e = h + 2 + rx[h + 1]
+        if e > t or e >= 0x8000:
+            return 0
+        tn = (rx[h + 2] << 8) | rx[h + 3]
+        p = h + 4 + tn
+        if not tn or p > e:
+            return 0
+        if v5:
+            if p >= e or rx[p]:
+                return 0
+        i = h + 4
+        while i < p:
+            c = rx[i]
+            if c == 0x2B or c == 0x23 or c == 0 or c > 0x7F:
+                return 0
+            i += 1
+        return (e << 15) | p
 except (ImportError, AttributeError, SyntaxError, NameError):
     def move(buf, dst, src, n):
         if dst != src:
             buf[dst:dst + n] = bytes(buf[src:src + n])
 
-    def put(dst, off, src, n):
-        dst[off:off + n] = src
+    def q0_find(rx, h, t, v5):
+        return 0  # no viper: every packet takes the general way
+
+    def q0_pack(tx, first, topic, tn, pv, msg, mn):
+        rl = 2 + tn + pv + mn
+        h = bytes([first, rl]) if rl < 128 else bytes([first, (rl & 0x7F) | 0x80, rl >> 7])
+        b = h + bytes([tn >> 8, tn & 0xFF]) + bytes(topic) + (b"\0" if pv else b"") + bytes(msg)
+        tx[:len(b)] = b
+        return len(b)
 
 
 def array_h(n):
