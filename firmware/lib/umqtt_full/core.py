@@ -97,8 +97,13 @@ class Core:
         self._s = Session(inflight, rx_qos2)
         self._ring = None
         if offline_buffer:
+            # The buffer first: compiling ring.py from source leaves the heap
+            # fragmented, and then a large block may not be found.
+            import gc
+            gc.collect()
+            buf = bytearray(offline_buffer)
             from .ring import Ring
-            self._ring = Ring(offline_buffer, offline_policy)
+            self._ring = Ring(offline_buffer, offline_policy, buf)
         self.robust = reconnect
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max

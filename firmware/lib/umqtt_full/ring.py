@@ -10,8 +10,8 @@ ERROR = 2
 
 
 class Ring:
-    def __init__(self, size, policy=DROP_OLDEST):
-        self.buf = bytearray(size)
+    def __init__(self, size, policy=DROP_OLDEST, buf=None):
+        self.buf = bytearray(size) if buf is None else buf
         self.mv = memoryview(self.buf)
         self.size = size
         self.policy = policy
