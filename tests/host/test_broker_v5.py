@@ -333,19 +333,6 @@ def test_overlapping_v5_subscriptions_one_copy_highest_qos_every_id(broker_facto
     assert first & 0x06 == 0x04  # QoS 2: the highest of 1, 2, 0
     topic, pid, pr, payload = publish_fields(body, 2, 5)
     assert (topic, payload) == (b"o/x", b"once")
-    ids = []
-    i = 0
-    while i < len(pr):
-        assert pr[i] == 0x0B, pr
-        i += 1
-        v, shift = 0, 0
-        while True:
-            c = pr[i]
-            i += 1
-            v |= (c & 0x7F) << shift
-            shift += 7
-            if not c & 0x80:
-                break
-        ids.append(v)
-    assert sorted(ids) == [7, 9, 300]
+    got = prop_dict(pr)
+    assert list(got) == [0x0B] and sorted(got[0x0B]) == [7, 9, 300], got
     assert s.nothing(0.4)  # one copy only
