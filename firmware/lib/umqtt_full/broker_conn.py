@@ -114,3 +114,13 @@ class Session:
             if self.r_pid[k] == pid:
                 return k
         return -1
+
+    def rx_del(self, pid):
+        # An inbound QoS 2 flow ended (PUBREL, or an error PUBREC): free its
+        # id. False when it was not there.
+        k = self.rx_has(pid)
+        if k < 0:
+            return False
+        self.r_n -= 1
+        self.r_pid[k] = self.r_pid[self.r_n]
+        return True

@@ -140,13 +140,10 @@ class Proto:
             self._on_ack(c, t, pkt)
         elif t == codec.PUBREL:
             s = self.sess[c.sess]
-            k = s.rx_has(pkt.pid)
-            if k >= 0:
-                s.r_n -= 1
-                s.r_pid[k] = s.r_pid[s.r_n]
-                if self.store:
-                    self.store.sync()  # persist_interval 0: before the PUBCOMP
-            self._put_ack(c, codec.PUBCOMP, pkt.pid, 0 if k >= 0 else 0x92)
+            found = s.rx_del(pkt.pid)
+            if found and self.store:
+                self.store.sync()  # persist_interval 0: before the PUBCOMP
+            self._put_ack(c, codec.PUBCOMP, pkt.pid, 0 if found else 0x92)
         elif t == codec.PINGREQ:
             c.tx[c.txt] = 0xD0
             c.tx[c.txt + 1] = 0

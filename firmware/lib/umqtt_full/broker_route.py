@@ -94,10 +94,7 @@ class Router:
                 # an error PUBREC [MQTT-4.3.3], so its id is released now.
                 rc = 0x97
                 if qos == 2:
-                    k = s.rx_has(pkt.pid)
-                    if k >= 0:
-                        s.r_n -= 1
-                        s.r_pid[k] = s.r_pid[s.r_n]
+                    s.rx_del(pkt.pid)
             self._put_ack(c, codec.PUBACK if qos == 1 else codec.PUBREC, pkt.pid, rc)
 
     def _allowed(self, acl, need, tb, to, tn):

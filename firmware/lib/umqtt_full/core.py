@@ -85,7 +85,6 @@ class Core:
         self._rxg = [self._rxm[i:] for i in range(0, rx_size, _G)]
         self._rh = 0
         self._rt = 0
-        self._rd_t = 0  # ticks of the last read that brought bytes
         self._tx = bytearray(tx_size)
         self._txm = memoryview(self._tx)
         self._pkt = Packet()
@@ -278,7 +277,7 @@ class Core:
                             raise self._fail(e.args[0], e.args[1] if len(e.args) > 1 else "")
             if not self._t.wait(tmo) or not self._fill(need):
                 if self._rt > self._rh and \
-                        ticks_diff(ticks_ms(), self._rd_t) > int(self.timeout * 1000):
+                        ticks_diff(ticks_ms(), self._last_rx) > int(self.timeout * 1000):
                     # Part of a packet, then silence: the link is dead.
                     self._close()
                     raise OSError(_ETIMEDOUT)
@@ -295,14 +294,15 @@ class Core:
         if cb is None:
             return 0
         h = self._rh
-        r = q0_find(self._rx, h, self._rt, self.version >= 5)
+        v5 = self.version >= 5
+        r = q0_find(self._rx, h, self._rt, v5)
         if not r:
             return 0
         e = r >> 15
         p = r & 0x7FFF
         self._rh = e
         m = self._rxm
-        cb(bytes(m[h + 4:p]), bytes(m[p + (self.version >= 5):e]))
+        cb(bytes(m[h + 4:p]), bytes(m[p + v5:e]))
         return 3
 
     @micropython.native
@@ -337,7 +337,7 @@ class Core:
         if k:
             # Bytes in: the link is alive (keepalive) and any ping answered
             # or overtaken; per read, not per packet.
-            self._rd_t = self._last_rx = ticks_ms()
+            self._last_rx = ticks_ms()
             self._ping_out = False
         return k
 
