@@ -63,6 +63,15 @@ class Broker:
     def alive(self):
         return self.proc.poll() is None
 
+    def check_clean(self):
+        """Alive, and no error logged since the last call (fuzz rounds)."""
+        assert self.alive(), "broker died:\n" + self.log()[-3000:]
+        log = self.log()
+        new = log[getattr(self, "logpos", 0):]
+        self.logpos = len(log)
+        for bad in ("ERROR", "Traceback", "MemoryError", "internal error"):
+            assert bad not in new, new[-3000:]
+
     def wait_log(self, text, timeout=5):
         end = time.time() + timeout
         while time.time() < end:
